@@ -1,0 +1,5 @@
+import sys
+
+from icl_lens.cli import main
+
+sys.exit(main())
