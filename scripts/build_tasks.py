@@ -91,7 +91,9 @@ BLOCKLIST = {
     "tits", "boob", "boobs", "nigger", "fag", "faggot", "sex", "sexy", "porn",
     "rape", "nazi", "kill", "gay", "negro", "homo", "dyke", "retard", "wank",
     "booty", "butt", "jerk", "screw", "bloody", "suck", "nude", "naked",
-    "drug", "drugs", "gun", "guns", "weed", "beer",
+    "drug", "drugs", "gun", "guns", "weed", "beer", "cocaine", "dope", "liquor",
+    "urine", "cigarette", "tobacco", "pregnant", "breast", "mum", "tee", "teen",
+    "mid", "gig", "mike", "frank", "insane", "stupid", "dumb", "poison",
 }
 
 
@@ -283,17 +285,21 @@ def build_antonym(wn: WordNet):
         if max(pair_senses[a][b]) < 1:
             continue  # the antonymy only holds for senses never seen in the tagged corpus
         rows.append((a, b))
-    rows = sorted(rows, key=lambda r: (-zipf(r[0]), r[0]))[:MAX_PAIRS]
+    rows = sorted(rows, key=lambda r: (-zipf(r[0]), r[0]))[:400]
     return sort_pairs(rows)
 
 
-# Inputs whose WordNet antonym is only for a rare or technical sense.
-ANTONYM_SKIP = {
-    "out", "still", "used", "set", "side", "know", "real", "work", "have",
-    "let", "found", "like", "national", "head", "change", "keep", "home",
-    "away", "just", "safe", "moving", "nominal", "even", "show", "stay",
-    "misused", "ignore", "lack", "idle",
-}
+# Words whose WordNet antonym is only right for a rare or technical sense (checked by hand).
+ANTONYM_SKIP = set("""
+out still used set side know real work have let found like national head change keep home away
+just safe moving nominal even show stay misused ignore lack idle
+adopted aged annual claim common dying equal flat green headed hearing interest issue level live
+local medical middle mind passing profit surface express whole incredible immediate basic
+emotional opposite running anti pro other all some distribution defense act advance ahead attend
+miss avoid covered destroyed lost saved manage nuclear survive union waste rush spread lie walk
+ride recorded individual clear cash joint separate round square hopefully following leading
+interested cut
+""".split())
 
 
 def build_synonym(wn: WordNet):
@@ -309,17 +315,33 @@ def build_synonym(wn: WordNet):
             b for b in wn.synsets[(p, off)]["words"]
             if simple_word(b) and b != a and zipf(b) >= 3.3 and is_base_form(b)
             and wn.count.get((p, b, off), 0) >= 2 and not trivially_related(a, b)
-            and b not in SYNONYM_SKIP
+            and off in top_senses(wn, b, p, 2)  # this meaning is also one of b's two main ones
         ]
         if a in SYNONYM_SKIP or not cands:
             continue
         b = max(cands, key=lambda b: (wn.count.get((p, b, off), 0), zipf(b), b))
         rows.append((a, b))
-    rows = sorted(rows, key=lambda r: (-zipf(r[0]), r[0]))[:MAX_PAIRS]
+    rows = sorted(rows, key=lambda r: (-zipf(r[0]), r[0]))[:400]
     return sort_pairs(rows)
 
 
-SYNONYM_SKIP = {"super", "crack", "fell", "grand", "heroic", "disposal", "administration"}
+def top_senses(wn: WordNet, word: str, pos: str, k: int) -> list[str]:
+    ss = sorted((s for s in wn.senses(word) if s[1] == pos), key=lambda s: (-s[0], s[2]))
+    return [s[3] for s in ss[:k]]
+
+
+# Inputs whose WordNet synonym is only right for a narrow sense (checked by hand).
+SYNONYM_SKIP = set("""
+state find always place show family please lot set however government nothing live hope within
+mind girl matter report soon account share alone exactly stuff league model step central style
+seem simply practice mark write consider band luck notice spot trial grade firm fly guide injury
+shape transfer concern argument fail fashion mode universe arrest expression debut survive defeat
+sake apparatus conquer ace appreciation queer usage haired drill headache quantity adequate
+spectator twelve slip tear engagement fringe battlefield assistant assistance zero single middle
+center round view rest pretty director manager coach crazy lead trial deal cross cry
+curious flash chase wonder argue rid silent pitch swear badly agency score mood fellow boss fine
+forest
+""".split())
 
 
 def dominant(wn: WordNet, w: str):
@@ -361,6 +383,8 @@ def build_animal_object(wn: WordNet):
     for w in wn.lemmas("n"):
         if not simple_word(w) or zipf(w) < 2.5 or not is_base_form(w) or w in ANIMAL_OBJECT_SKIP:
             continue
+        if "NOUN" not in lemminflect().getAllLemmas(w):
+            continue  # unknown to lemminflect as a common noun: mostly names ("brent", "molly")
         senses = wn.senses(w)
         cnt, p, rank, off = senses[0]
         if p != "n" or not wn.is_common_noun_form(w, p, off):
@@ -395,6 +419,15 @@ ANIMAL_OBJECT_SKIP = {
     "building", "station", "road", "street", "area", "field", "court",
     "plant", "fixture", "article", "material", "medium", "press", "track",
     "service", "commodity", "goods", "merchandise", "equipment", "means",
+    # rare senses / mostly used otherwise
+    "beef", "charger", "feeder", "queen", "humankind", "mankind", "drone",
+    "dun", "derby", "shooter", "starter", "transit", "gig", "mike", "afghan",
+    "brad", "mac", "bot", "footage", "soundtrack", "setup", "portfolio",
+    "assembly", "circuit", "membrane", "loop", "counter", "receiver",
+    "holder", "pickup", "seal", "shell", "lance", "android", "bomber",
+    "cargo", "freight", "laundry", "hardware", "kit", "rig", "decoration",
+    "ramp", "trigger", "tank", "trap", "panel", "pole", "stick", "pocket",
+    "vertebrate", "larva", "fetus", "livestock", "poultry", "cattle",
 }
 
 # Closed-class words (prepositions, determiners, pronouns, conjunctions, ...)
@@ -418,6 +451,8 @@ whom whose why will with within without would yet you your yours yourself yourse
 anti pro okay ok yes yeah
 """.split())
 
+WORD_POS_SKIP = {"harry", "john", "sir", "kinda", "mid", "dumb", "rid", "dad"}
+
 LABELS_POS = {"n": "noun", "v": "verb", "a": "adjective", "r": "adverb"}
 UPOS = {"n": "NOUN", "v": "VERB", "a": "ADJ", "r": "ADV"}
 
@@ -428,6 +463,8 @@ def build_word_pos(wn: WordNet):
     for w in wn.lemmas():
         if not simple_word(w) or zipf(w) < 3.3 or not is_base_form(w) or w in FUNCTION_WORDS:
             continue
+        if w in WORD_POS_SKIP or (w.endswith("s") and ("n", w[:-1]) in wn.index):
+            continue  # names, slang, plurals listed as lemmas ("things")
         pos = wn.pos_of(w)
         if len(pos) != 1:
             continue
@@ -457,9 +494,15 @@ def build_singular_plural(wn: WordNet):
         infl = li.getInflection(w, "NNS")
         if not infl or infl[0] == w or zipf(infl[0]) < 3.0 or zipf(infl[0]) < zipf(w) - 1.3:
             continue  # no plural, or a rare one (mass nouns such as "air" -> "airs")
-        rows.append((w, infl[0]))
+        if w in PLURAL_SKIP:
+            continue
+        rows.append((w, PLURAL_OVERRIDE.get(w, infl[0])))
     rows = sorted(rows, key=lambda r: (-zipf(r[0]), r[0]))[:MAX_PAIRS]
     return sort_pairs(rows)
+
+
+PLURAL_OVERRIDE = {"person": "people"}
+PLURAL_SKIP = {"lack", "double", "senior", "favorite", "official", "female", "executive", "criminal", "individual"}
 
 
 def build_present_past(wn: WordNet):
@@ -474,11 +517,16 @@ def build_present_past(wn: WordNet):
         infl = li.getInflection(w, "VBD")
         if not infl or infl[0] == w and w not in IRREGULAR_SAME_PAST or zipf(infl[0]) < 2.5:
             continue
+        if w in PAST_SKIP:
+            continue
         rows.append((w, infl[0]))
     rows = sorted(rows, key=lambda r: (-zipf(r[0]), r[0]))[:MAX_PAIRS]
     return sort_pairs(rows)
 
 
+# Homographs of other words' inflections, archaic or ambiguous past forms.
+PAST_SKIP = {"be", "can", "bid", "don", "mar", "sub", "saw", "fell", "found", "bound", "except", "lie",
+             "gear", "bat", "desert", "crown", "duck", "base", "institute", "warrant", "wound", "ground"}
 IRREGULAR_SAME_PAST = {"put", "cut", "set", "hit", "let", "shut", "hurt", "cost", "spread", "quit", "burst", "cast", "bet", "split"}
 
 
@@ -500,6 +548,8 @@ def common_words(wn: WordNet) -> list[str]:
             continue
         cnt, p, _, off = d
         lex = wn.synsets[(p, off)]["lex"]
+        if not lemminflect().getAllLemmas(w):
+            continue  # unknown to lemminflect: mostly names
         if (p == "n" and lex in CONCRETE_LEX) or (p == "a" and lex == 0 and zipf(w) >= 4.3):
             out.append(w)
     return sorted(out)
@@ -610,7 +660,7 @@ COUNTRIES = [
     ("Tunisia", "Tunis", "Africa"), ("Uganda", "Kampala", "Africa"),
     ("Zambia", "Lusaka", "Africa"), ("Zimbabwe", "Harare", "Africa"),
     # Asia
-    ("Afghanistan", "Kabul", "Asia"), ("Armenia", "Yerevan", "Asia"),
+    ("Afghanistan", "Kabul", "Asia"), ("Armenia", "Yerevan", None),
     ("Azerbaijan", "Baku", None), ("Bahrain", "Manama", "Asia"),
     ("Bangladesh", "Dhaka", "Asia"), ("Bhutan", "Thimphu", "Asia"),
     ("Brunei", "Bandar Seri Begawan", "Asia"), ("Cambodia", "Phnom Penh", "Asia"),
@@ -730,6 +780,15 @@ def build_country_continent(per_label: int = 30):
 # Translation (babel / CLDR)
 # --------------------------------------------------------------------------
 
+UNIT_KEYS = [
+    "duration-century", "duration-decade", "duration-year", "duration-month", "duration-week",
+    "duration-day", "duration-night", "duration-hour", "duration-minute", "duration-second",
+    "length-kilometer", "length-meter", "length-centimeter", "length-millimeter", "length-mile",
+    "length-yard", "length-foot", "length-inch", "mass-kilogram", "mass-gram", "mass-pound",
+    "mass-ounce", "volume-liter", "volume-gallon", "volume-pint", "volume-cup", "volume-teaspoon",
+    "volume-tablespoon", "area-hectare",
+]
+SCRIPT_KEYS = ["Cyrl", "Deva", "Ethi", "Hang", "Hira", "Kana", "Latn"]
 CLDR_SKIP_TERRITORIES = {"ZZ", "QU", "XA", "XB", "QO", "EU", "EZ", "UN", "AQ", "IC", "CP", "DG", "EA", "TA", "AC"}
 
 
@@ -744,29 +803,30 @@ def build_translation(target: str):
     groups.append([(en_loc.days["format"]["wide"][i], tg_loc.days["stand-alone"]["wide"][i]) for i in range(7)])
     groups.append([(en_loc.months["format"]["wide"][i], tg_loc.months["stand-alone"]["wide"][i]) for i in range(1, 13)])
     ep, tp = en["day_periods"]["stand-alone"]["wide"], tg["day_periods"]["stand-alone"]["wide"]
-    groups.append([(ep[k], tp[k]) for k in ("morning1", "afternoon1", "evening1", "night1", "noon", "midnight")
-                   if k in ep and k in tp])
+    periods, used = [], set()
+    for k in ("morning1", "afternoon1", "evening1", "night1", "noon", "midnight"):
+        if k in ep and k in tp and tp[k] not in used:  # fr night1 is "matin" (= morning1): skip it
+            used.add(tp[k])
+            periods.append((ep[k], tp[k]))
+    groups.append(periods)
 
     # 2. unit names (singular, from the "{0} unit" pattern)
     units = []
-    for key in sorted(en["unit_patterns"]):
+    for key in UNIT_KEYS:
         e, t = en["unit_patterns"][key].get("long", {}), tg["unit_patterns"].get(key, {}).get("long", {})
         if "one" in e and "one" in t and "{0}" in e["one"] and "{0}" in t["one"]:
             ew, tw = clean(e["one"].replace("{0}", "")), clean(t["one"].replace("{0}", ""))
-            if " per " in ew or "-per-" in key:
-                continue
             units.append((ew, tw))
-    groups.append(sorted(units, key=lambda p: (-zipf(p[0]), p[0]))[:40])
+    groups.append(units)
 
     # 3. countries / regions, languages, scripts (ranked by English frequency)
     terr = [(en["territories"][k], tg["territories"][k]) for k in sorted(en["territories"])
             if k in tg["territories"] and k not in CLDR_SKIP_TERRITORIES and "(" not in en["territories"][k]]
-    groups.append(sorted(terr, key=lambda p: (-zipf(p[0]), p[0]))[:200])
+    groups.append(sorted(terr, key=lambda p: (-zipf(p[0]), p[0]))[:180])
     langs = [(en["languages"][k], tg["languages"][k]) for k in sorted(en["languages"])
              if len(k) == 2 and k in tg["languages"] and "(" not in en["languages"][k]]  # ISO 639-1 only
     groups.append(sorted(langs, key=lambda p: (-zipf(p[0]), p[0]))[:120])
-    scripts = [(en["scripts"][k], tg["scripts"][k]) for k in sorted(en["scripts"]) if k in tg["scripts"]]
-    groups.append(sorted(scripts, key=lambda p: (-zipf(p[0]), p[0]))[:20])
+    groups.append([(en["scripts"][k], tg["scripts"][k]) for k in SCRIPT_KEYS if k in tg["scripts"]])
 
     # 4. currencies in use on a fixed date (deterministic)
     from babel.numbers import get_territory_currencies
@@ -776,25 +836,27 @@ def build_translation(target: str):
         if k.isalpha() and k not in CLDR_SKIP_TERRITORIES:
             cur.update(get_territory_currencies(k, start_date=day, end_date=day, tender=True))
     curr = [(en["currency_names"][c], tg["currency_names"][c]) for c in sorted(cur)
-            if c in en["currency_names"] and c in tg["currency_names"]]
+            if c in en["currency_names"] and c in tg["currency_names"]
+            and "(" not in en["currency_names"][c] + tg["currency_names"][c]]
     groups.append(sorted(curr, key=lambda p: (-zipf(p[0]), p[0]))[:60])
 
     # 5. exemplar city names (only those that are translated)
     cities = []
     for k in sorted(en["time_zones"]):
         ec, tc = en["time_zones"][k].get("city"), tg["time_zones"].get(k, {}).get("city")
-        if ec and tc and not re.search(r"[,()\[\]]", ec + tc):
+        if ec and tc and k != "Etc/Unknown" and not re.search(r"[,()\[\]]", ec + tc):
             cities.append((ec, tc))
-    groups.append(sorted(cities, key=lambda p: (-zipf(p[0]), p[0])))
+    groups.append(sorted((c for c in cities if zipf(c[0]) >= 3.0), key=lambda p: (-zipf(p[0]), p[0]))[:40])
 
     seen, out = set(), []
     for g in groups:
         for src, tgt in g:
             src, tgt = clean(src), clean(tgt)
-            if not src or not tgt or src.casefold() == tgt.casefold() or src in seen:
+            if not src or not tgt or src in seen:
                 continue
-            seen.add(src)
-            out.append((src, tgt))
+            seen.add(src)  # the first sense of an English name wins ("Nauru" the country, not the language)
+            if src.casefold() != tgt.casefold():
+                out.append((src, tgt))
     return sort_pairs(out[:MAX_PAIRS])
 
 
