@@ -144,6 +144,9 @@ def evaluate_icl(
     if shots is not None:
         cfg = cfg.replace(shots=tuple(shots))
     tasks = [load_task(t) for t in (task if isinstance(task, list | tuple) else [task])]
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"task names must be unique, got {names}; rename with dataclasses.replace(task, name=...)")
     correct = torch.zeros(len(tasks), len(cfg.shots), cfg.n_prompts, dtype=torch.bool)
     logprob = torch.zeros(len(tasks), len(cfg.shots), cfg.n_prompts)
     jobs = [(t, s) for t in range(len(tasks)) for s in range(len(cfg.shots))]

@@ -230,8 +230,18 @@ def attached(model: Any, fwd_hooks: FwdHooks = (), bwd_hooks: FwdHooks = ()) -> 
     if not fwd_hooks and not bwd_hooks:
         yield model
         return
-    with model.hooks(fwd_hooks=list(fwd_hooks), bwd_hooks=list(bwd_hooks)):
+    try:
+        ctx = model.hooks(fwd_hooks=list(fwd_hooks), bwd_hooks=list(bwd_hooks))
+        ctx.__enter__()
+    except KeyError as e:
+        raise ModelContractError(
+            f"{e.args[0] if e.args else e}: hooks never fired (no such hook point); use the "
+            "TransformerLens vocabulary, e.g. blocks.0.attn.hook_z, via icl_lens.hooks."
+        ) from e
+    try:
         yield model
+    finally:
+        ctx.__exit__(None, None, None)
 
 
 def forward(

@@ -77,7 +77,8 @@ def smollm2_dir(cache: Path | None = None) -> Path:
     if (target / _MARKER).is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=root))
+    _remove_abandoned_conversions(root)
+    tmp = Path(tempfile.mkdtemp(prefix=f".convert-{os.getpid()}-", dir=root))
     try:
         t0 = time.perf_counter()
         _convert_gguf(gguf, tmp)
@@ -98,6 +99,27 @@ def smollm2_dir(cache: Path | None = None) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _remove_abandoned_conversions(root: Path) -> None:
+    """Delete temporary conversion directories whose process is gone (killed mid-way)."""
+    for d in root.glob(".convert-*"):
+        try:
+            pid = int(d.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
@@ -195,7 +217,33 @@ def load_model(
     return _prepare(bridge, compatibility_mode)
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the HuggingFace hub answers (checked once, quickly, before a download)."""
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        from huggingface_hub import constants
+
+        host = urlparse(constants.ENDPOINT).hostname or ""
+    except ImportError:  # pragma: no cover
+        return True
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _boot_from_hub(bridge_cls: Any, name: str, **kwargs: Any) -> Any:
+    hub_offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    if not hub_offline and not _hub_reachable():
+        raise ModelNotAvailableError(
+            f"{name!r} is not a built-in model ({sorted(SMOLLM2_ALIASES)}) nor a local path, so it "
+            "would be downloaded from the HuggingFace hub, which this machine cannot reach. "
+            "Use il.load_model('smollm2') offline, pass a local directory saved with "
+            "save_pretrained(), or set HF_HUB_OFFLINE=1 if the model is already in your HF cache."
+        )
     try:
         return bridge_cls.boot_transformers(name, **kwargs)
     except Exception as e:  # transformers raises OSError/ValueError/HTTP errors alike
