@@ -1,0 +1,191 @@
+"""Head outputs and residual streams of a prompt batch, cached only where needed.
+
+Hooks gather the answer position inside the forward pass, so a sweep over 30 layers keeps
+``[batch, n_layers, ...]`` and never the whole ``[batch, pos, ...]`` cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from icl_lens import hooks
+from icl_lens._progress import progress
+from icl_lens.errors import ConfigError
+from icl_lens.patching.fast import last_position_runner
+from icl_lens.prompts import PromptBatch
+
+_RESID = {"resid_pre": hooks.resid_pre, "resid_mid": hooks.resid_mid, "resid_post": hooks.resid_post}
+
+
+def take_rows(batch: PromptBatch, rows: Tensor) -> PromptBatch:
+    """Rows of a batch, columns untouched (unlike ``select``, nothing is re-trimmed).
+
+    Sweeps chunk with this so that a column means the same position in every chunk.
+    """
+    idx = [int(i) for i in rows]
+
+    def pick(seq: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(seq[i] for i in idx)
+
+    r = rows.long()
+    return dataclasses.replace(
+        batch,
+        tokens=batch.tokens[r],
+        attention_mask=batch.attention_mask[r],
+        last_pos=batch.last_pos[r],
+        answer_ids=batch.answer_ids[r],
+        query_spans=batch.query_spans[r],
+        input_spans=batch.input_spans[r],
+        label_spans=batch.label_spans[r],
+        queries=pick(batch.queries),
+        answers=pick(batch.answers),
+        answer_tokens=pick(batch.answer_tokens),
+        demos=pick(batch.demos),
+        texts=pick(batch.texts),
+    )
+
+
+def row_chunks(n: int, batch_size: int | None) -> Iterator[Tensor]:
+    """Index tensors of consecutive chunks of at most ``batch_size`` rows."""
+    size = n if not batch_size or batch_size >= n else int(batch_size)
+    if size < 1:
+        raise ConfigError("batch_size must be at least 1")
+    for start in range(0, n, size):
+        yield torch.arange(start, min(n, start + size))
+
+
+def run_capturing(
+    model: Any,
+    batch: PromptBatch,
+    names: list[str],
+    positions: str,
+    fwd_hooks: hooks.FwdHooks = (),
+) -> tuple[Float[Tensor, "batch d_vocab"], list[Tensor]]:
+    """One forward returning the logits at ``last_pos`` and the named activations.
+
+    ``positions="last"`` keeps each activation at ``last_pos`` only (``[batch, ...]``);
+    ``"all"`` keeps every column (``[batch, pos, ...]``).
+    """
+    device = hooks.device_of(model)
+    last = batch.last_pos.to(device)
+    store: dict[str, Tensor] = {}
+
+    def saver(name: str) -> hooks.HookFn:
+        def save(act: Tensor, hook: Any) -> None:
+            act = act.detach()
+            store[name] = hooks.gather_positions(act, last) if positions == "last" else act
+
+        return save
+
+    fwd = list(fwd_hooks) + [(n, saver(n)) for n in names]
+    runner = last_position_runner(model) if not fwd_hooks else None
+    if runner is not None:
+        # Skips unembedding every column: only the answer position's logits are needed.
+        last_logits = runner.last_logits(batch.tokens, batch.attention_mask, batch.last_pos, fwd)
+    else:
+        with torch.no_grad():
+            logits = hooks.forward(model, batch.tokens, batch.attention_mask, fwd)
+        last_logits = hooks.gather_positions(logits, last).float()
+    missing = [n for n in names if n not in store]
+    if missing:
+        raise ConfigError(f"hooks {missing} never fired; is this a TransformerLens-style model?")
+    return last_logits, [store[n] for n in names]
+
+
+def _check_positions(positions: str) -> None:
+    if positions not in ("last", "all"):
+        raise ConfigError(f"positions must be 'last' or 'all', got {positions!r}")
+
+
+def head_activations_and_logits(
+    model: Any,
+    batch: PromptBatch,
+    *,
+    positions: str = "last",
+    batch_size: int | None = None,
+    show_progress: bool | None = None,
+) -> tuple[Tensor, Float[Tensor, "batch d_vocab"]]:
+    """:func:`head_activations` plus the logits at ``last_pos`` of the same forward passes."""
+    _check_positions(positions)
+    n_layers = hooks.spec(model).n_layers
+    names = [hooks.z(l) for l in range(n_layers)]
+    acts, logits = [], []
+    chunks = list(row_chunks(len(batch), batch_size))
+    for rows in progress(chunks, desc="head activations", enabled=show_progress if len(chunks) > 1 else False):
+        lg, zs = run_capturing(model, take_rows(batch, rows), names, positions)
+        acts.append(torch.stack(zs, dim=-3).cpu())  # [..., n_layers, n_heads, d_head]
+        logits.append(lg.cpu())
+    return torch.cat(acts), torch.cat(logits)
+
+
+def head_activations(
+    model: Any,
+    batch: PromptBatch,
+    *,
+    positions: str = "last",
+    batch_size: int | None = None,
+    show_progress: bool | None = None,
+) -> Float[Tensor, "batch *pos n_layers n_heads d_head"]:
+    """Every head's output ``z`` (before ``W_O``) at each prompt's ``last_pos``.
+
+    Returns ``[batch, n_layers, n_heads, d_head]``; with ``positions="all"``,
+    ``[batch, pos, n_layers, n_heads, d_head]`` (every column).
+    """
+    return head_activations_and_logits(
+        model, batch, positions=positions, batch_size=batch_size, show_progress=show_progress
+    )[0]
+
+
+def mean_head_activations(
+    model: Any, batch: PromptBatch, *, batch_size: int | None = None, show_progress: bool | None = None
+) -> Float[Tensor, "n_layers n_heads d_head"]:
+    """Mean over the batch of every head's output at ``last_pos`` (Todd et al.'s mean activation)."""
+    return head_activations(model, batch, batch_size=batch_size, show_progress=show_progress).mean(0)
+
+
+def resid_activations_and_logits(
+    model: Any,
+    batch: PromptBatch,
+    *,
+    hook: str = "resid_post",
+    positions: str = "last",
+    batch_size: int | None = None,
+    show_progress: bool | None = None,
+) -> tuple[Tensor, Float[Tensor, "batch d_vocab"]]:
+    """:func:`resid_activations` plus the logits at ``last_pos`` of the same forward passes."""
+    _check_positions(positions)
+    if hook not in _RESID:
+        raise ConfigError(f"hook must be one of {sorted(_RESID)}, got {hook!r}")
+    names = [_RESID[hook](l) for l in range(hooks.spec(model).n_layers)]
+    acts, logits = [], []
+    chunks = list(row_chunks(len(batch), batch_size))
+    for rows in progress(chunks, desc="residual activations", enabled=show_progress if len(chunks) > 1 else False):
+        lg, rs = run_capturing(model, take_rows(batch, rows), names, positions)
+        acts.append(torch.stack(rs, dim=-2).cpu())  # [..., n_layers, d_model]
+        logits.append(lg.cpu())
+    return torch.cat(acts), torch.cat(logits)
+
+
+def resid_activations(
+    model: Any,
+    batch: PromptBatch,
+    *,
+    hook: str = "resid_post",
+    positions: str = "last",
+    batch_size: int | None = None,
+    show_progress: bool | None = None,
+) -> Float[Tensor, "batch *pos n_layers d_model"]:
+    """The residual stream of every layer at ``last_pos``: ``[batch, n_layers, d_model]``.
+
+    ``hook`` is ``"resid_pre"``, ``"resid_mid"`` or ``"resid_post"``; with
+    ``positions="all"``, ``[batch, pos, n_layers, d_model]``.
+    """
+    return resid_activations_and_logits(
+        model, batch, hook=hook, positions=positions, batch_size=batch_size, show_progress=show_progress
+    )[0]
