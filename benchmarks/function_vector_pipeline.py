@@ -1,0 +1,124 @@
+"""Time and memory of the whole function-vector pipeline on SmolLM2, against a plain reference.
+
+The pipeline, with default sizes (Todd et al.: 10 shots, 100 mean prompts, 25 shuffled
+prompts for the AIE of all 270 heads, top 10 heads), for one task:
+
+1. ``il.function_vector``: clean prompts filtered to correct answers, mean ``hook_z``,
+   the AIE of every head (the patching engine's fast exact path), the vector;
+2. ``il.evaluate_implant``: layer sweep on dev and test, the five conditions on test, KL,
+   the specificity matrix and the natural-text check.
+
+The reference is the original implementation's way of computing the AIE: one full
+forward per head per prompt. It is timed on a subset of (head, prompt) pairs and
+extrapolated to all 270 x 25 (said so in the output); its values are compared with the
+engine's on that subset.
+
+    python benchmarks/function_vector_pipeline.py [--task antonym] [--ref-heads 3 --ref-prompts 4]
+
+Timings depend on the machine's load; the output states the number of threads and the
+load average when it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import time
+
+import torch
+
+import icl_lens as il
+from icl_lens import hooks
+from icl_lens._vector_common import split_task
+from icl_lens.patching import head_sweep
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: kB
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all threads): on a shared machine, wall time overstates the work."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def reference_aie(model, batch, mean_z, heads):
+    """One full forward per (head, prompt): the plain way. Returns [len(heads), batch] prob changes."""
+    out = torch.zeros(len(heads), len(batch))
+    with torch.no_grad():
+        for i in range(len(batch)):
+            one = batch.select([i])
+            clean = hooks.forward(model, one.tokens, one.attention_mask)[0, -1].float().softmax(-1)
+            base = float(clean[one.answer_ids[0]])
+            for j, (l, h) in enumerate(heads):
+
+                def patch(act, hook, l=l, h=h):
+                    act = act.clone()
+                    act[:, -1, h] = mean_z[l, h].to(act)
+                    return act
+
+                logits = hooks.forward(model, one.tokens, one.attention_mask, [(hooks.z(l), patch)])
+                out[j, i] = float(logits[0, -1].float().softmax(-1)[one.answer_ids[0]]) - base
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="antonym")
+    parser.add_argument("--ref-heads", type=int, default=3, help="heads in the timed reference subset")
+    parser.add_argument("--ref-prompts", type=int, default=4, help="prompts in the timed reference subset")
+    args = parser.parse_args()
+    il.set_progress(False)
+    load = os.getloadavg()
+    print(f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load average {load[0]:.1f} at start")
+
+    t = time.perf_counter()
+    model = il.load_model("smollm2")
+    print(f"model load: {time.perf_counter() - t:.1f} s (not counted), peak RSS so far {peak_rss_gb():.2f} GB")
+
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    fv = il.function_vector(model, args.task)
+    t_fv = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    ev = il.evaluate_implant(model, args.task, fv)
+    t_eval = time.perf_counter() - t1
+    total = time.perf_counter() - t0
+    cpu = cpu_seconds() - c0
+    load_end = os.getloadavg()[0]
+    print(
+        f"pipeline ({args.task}): function_vector {t_fv:.1f} s (mean over {fv.n_mean_used} of {fv.n_candidates} "
+        f"prompts, AIE of 270 heads x {fv.config.n_aie_prompts} prompts, {fv.sweep_method} engine) + "
+        f"evaluate_implant {t_eval:.1f} s = {total:.1f} s wall total (target <= 60 s on a quiet 2-core "
+        f"machine); CPU time {cpu:.1f} s over {torch.get_num_threads()} threads (load average {load_end:.1f} "
+        f"at the end); peak RSS {peak_rss_gb():.2f} GB (target <= 2.5 GB)"
+    )
+    print(f"  {ev.summary()}")
+
+    # The AIE sweep alone, to compare like with like against the reference.
+    train = split_task(il.load_task(args.task), fv.config.split, fv.config.split_seed)[0]
+    shuffled = il.build_prompts(model, train, 10, fv.config.n_aie_prompts, fv.config.seed + 1, "todd", kind="shuffled")
+    t = time.perf_counter()
+    sweep = head_sweep(model, shuffled, fv.mean_z, metric="prob", batch_size=fv.config.batch_size)
+    t_sweep = time.perf_counter() - t
+    heads = fv.ranking()[: args.ref_heads]
+    subset = shuffled.select(list(range(args.ref_prompts)))
+    t = time.perf_counter()
+    ref = reference_aie(model, subset, fv.mean_z, heads)
+    t_ref = time.perf_counter() - t
+    n_forwards = args.ref_prompts * (args.ref_heads + 1)
+    per_forward = t_ref / n_forwards
+    full_ref = per_forward * len(shuffled) * (270 + 1)
+    ours = torch.stack([sweep.patched[l, h, : args.ref_prompts] - sweep.baseline[: args.ref_prompts] for l, h in heads])
+    print(
+        f"AIE sweep: engine {t_sweep:.1f} s for 270 heads x {len(shuffled)} prompts; plain reference "
+        f"{per_forward:.3f} s per forward, measured on {args.ref_heads} heads x {args.ref_prompts} prompts "
+        f"({n_forwards} forwards, {t_ref:.1f} s) and EXTRAPOLATED to 271 x {len(shuffled)} forwards: "
+        f"{full_ref:.0f} s; ratio {full_ref / t_sweep:.1f}x; max |engine - reference| on the subset "
+        f"{float((ours - ref).abs().max()):.2e}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Task vectors on tiny random models, checked against plain loops written here."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import icl_lens as il
+from icl_lens import hooks
+from icl_lens._layer_sweep import implanted_logprobs, resid_at_answer
+from icl_lens._vector_common import split_task
+from icl_lens.errors import ConfigError
+from icl_lens.results import results_equal
+from icl_lens.task_vectors import TaskVectorConfig, TaskVectorResult, task_vector
+
+TEMPLATE = "{input}={output};"
+SMALL = dict(n_shots=3, n_prompts=4, n_dummy=2, n_dev=4, n_test=5, template=TEMPLATE, batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def tv(tiny_rotary_gqa, word_task):
+    return task_vector(tiny_rotary_gqa, word_task, TaskVectorConfig(**SMALL))
+
+
+def _plain_resid_post(model, batch):
+    s = hooks.spec(model)
+    names = [hooks.resid_post(l) for l in range(s.n_layers)]
+    with torch.no_grad():
+        _, cache = hooks.run_with_cache(model, batch.tokens, names, batch.attention_mask)
+    rows = torch.arange(len(batch))
+    return torch.stack([cache[n][rows, batch.last_pos] for n in names], 1)
+
+
+def test_vectors_are_mean_residuals_over_prompts_and_dummies(tiny_rotary_gqa, word_task, tv):
+    train = split_task(word_task, tv.config.split, tv.config.split_seed)[0]
+    resid = [
+        _plain_resid_post(
+            tiny_rotary_gqa, il.build_prompts(tiny_rotary_gqa, train, 3, 4, 0, TEMPLATE, kind="dummy_query", variant=v)
+        )
+        for v in range(2)
+    ]
+    expected = torch.cat(resid).mean(0)
+    torch.testing.assert_close(tv.vectors, expected, atol=1e-5, rtol=1e-5)
+    # dummy queries differ between the two variants, so the average is over 8 distinct prompts
+    assert not torch.allclose(resid[0], resid[1])
+
+
+def test_layer_accuracy_matches_a_plain_loop(tiny_rotary_gqa, word_task, tv):
+    _, dev, test = split_task(word_task, tv.config.split, tv.config.split_seed)
+    s = hooks.spec(tiny_rotary_gqa)
+    for pool, acc in ((dev, tv.dev_accuracy), (test, tv.test_accuracy)):
+        batch = il.build_prompts(tiny_rotary_gqa, pool, 0, 5, 0, TEMPLATE, kind="zero_shot")
+        expected = []
+        for l in range(s.n_layers):
+
+            def replace(act, hook, l=l, batch=batch):
+                act = act.clone()
+                act[torch.arange(act.shape[0]), batch.last_pos] = tv.vectors[l]
+                return act
+
+            with torch.no_grad():
+                logits = hooks.forward(
+                    tiny_rotary_gqa, batch.tokens, batch.attention_mask, [(hooks.resid_post(l), replace)]
+                )
+            pred = hooks.gather_positions(logits, batch.last_pos).argmax(-1)
+            expected.append((pred == batch.answer_ids).float().mean())
+        torch.testing.assert_close(acc, torch.stack(expected))
+    assert tv.best_layer == tv.layers[int(torch.argmax(tv.dev_accuracy))]
+
+
+def test_patch_into_its_own_prompt_reproduces_the_icl_run(tiny_rotary_gqa, word_task):
+    # One prompt and one dummy: theta_L is that prompt's own residual after block L.
+    res = task_vector(tiny_rotary_gqa, word_task, TaskVectorConfig(**{**SMALL, "n_prompts": 1, "n_dummy": 1}))
+    train = split_task(word_task, res.config.split, res.config.split_seed)[0]
+    prompt = il.build_prompts(tiny_rotary_gqa, train, 3, 1, 0, TEMPLATE, kind="dummy_query", variant=0)
+    icl = il.answer_logprobs(tiny_rotary_gqa, prompt)
+    for layer in range(hooks.spec(tiny_rotary_gqa).n_layers):
+        patched = implanted_logprobs(
+            tiny_rotary_gqa, prompt, vector=res.vectors[layer], layer=layer, operation="replace"
+        )
+        torch.testing.assert_close(patched, icl, atol=1e-5, rtol=0)
+    # and a vector from another layer does change the run (the check is not vacuous)
+    moved = implanted_logprobs(tiny_rotary_gqa, prompt, vector=res.vectors[0], layer=2, operation="replace")
+    assert (moved - icl).abs().max() > 1e-3
+
+
+def test_per_prompt_patch_reproduces_a_padded_batch(tiny_gqa):
+    words = ("ab", "cde", "fghi", "jk", "lmnop", "qr", "stu", "vwxyz", "abc", "de")
+    reverse = il.Task(name="reverse", pairs=tuple((w, w[::-1]) for w in words))
+    batch = il.build_prompts(tiny_gqa, reverse, 2, 6, 3, TEMPLATE)  # padded: prompts differ in length
+    assert not bool(batch.attention_mask.all())
+    resid = resid_at_answer(tiny_gqa, batch, batch_size=4)
+    icl = il.answer_logprobs(tiny_gqa, batch)
+    for layer in (0, 1):
+        patched = implanted_logprobs(
+            tiny_gqa, batch, vector=resid[:, layer], layer=layer, operation="replace", batch_size=4
+        )
+        torch.testing.assert_close(patched, icl, atol=1e-5, rtol=0)
+
+
+def test_deterministic_batch_size_free_and_saved(tiny_rotary_gqa, word_task, tv, tmp_path):
+    one = task_vector(tiny_rotary_gqa, word_task, TaskVectorConfig(**{**SMALL, "batch_size": 1}))
+    torch.testing.assert_close(one.vectors, tv.vectors, atol=1e-5, rtol=1e-5)
+    assert torch.equal(one.dev_accuracy, tv.dev_accuracy) and torch.equal(one.test_accuracy, tv.test_accuracy)
+    assert results_equal(tv, task_vector(tiny_rotary_gqa, word_task, TaskVectorConfig(**SMALL)))
+    loaded = il.load_result(tv.save(tmp_path / "tv"))
+    assert isinstance(loaded, TaskVectorResult) and results_equal(tv, loaded)
+    assert loaded.origin.task_data == word_task
+    assert hooks.count_hooks(tiny_rotary_gqa) == 0
+
+
+def test_result_table_plot_and_errors(tiny_rotary_gqa, word_task, tv):
+    df = tv.to_dataframe()
+    assert list(df["layer"]) == [0, 1, 2] and df["best"].sum() == 1
+    assert tv.vector.shape == (64,) and torch.equal(tv.vector, tv.vectors[tv.best_layer])
+    assert "<img" in tv._repr_html_()
+    assert tv.origin.mode == "default" and tv.origin.n_shots == 3
+    with pytest.raises(ConfigError, match="out of range"):
+        task_vector(tiny_rotary_gqa, word_task, TaskVectorConfig(**{**SMALL, "layers": (5,)}))
+    with pytest.raises(ConfigError, match="n_shots"):
+        TaskVectorConfig(n_shots=0)
