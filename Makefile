@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine with Python 3.10+:
 #   make demo   set up .venv, then run the main job on the offline SmolLM2
-#   make test   set up .venv, then lint and run the whole test suite
+#   make test   set up .venv, then lint, run the whole test suite (the notebooks included)
+#               and build the docs with `mkdocs build --strict`
 # Set-up runs again only when pyproject.toml changes (a stamp file in .venv remembers).
 
 PYTHON ?= python3
@@ -12,7 +13,7 @@ STAMP  := $(VENV)/.icl_lens-installed
 TORCH  ?= torch==2.13.0
 OUT    ?= results
 
-.PHONY: demo test lint setup clean bench
+.PHONY: demo test lint setup clean bench docs notebooks
 
 setup: $(STAMP)
 
@@ -28,16 +29,25 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/icl-lens accuracy --model smollm2 --out $(OUT)
+	$(VENV)/bin/icl-lens report --model smollm2 --task antonym --out report/
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check icl_lens tests benchmarks scripts
 
+# The notebooks run inside pytest (tests/test_notebooks.py, small sizes via ICL_LENS_FAST=1).
 test: lint
 	$(PY) -m pytest -q
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+# The site in site/, tutorials executed (small sizes) so their plots are in the pages.
+docs: $(STAMP)
+	ICL_LENS_DOCS_EXECUTE=true ICL_LENS_FAST=1 NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+notebooks: $(STAMP)
+	ICL_LENS_FAST=1 $(PY) -m pytest -q tests/test_notebooks.py
 
 bench: $(STAMP)
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache site report

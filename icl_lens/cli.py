@@ -1,4 +1,9 @@
-"""The ``icl-lens`` command line."""
+"""The ``icl-lens`` command line.
+
+``icl-lens report`` runs every analysis on one model and task and writes an offline HTML
+report; ``tasks``, ``accuracy``, ``induction``, ``fv`` and ``tv`` run one thing each.
+Defaults finish in minutes on a laptop CPU; ``--size paper`` uses the published settings.
+"""
 
 from __future__ import annotations
 
@@ -43,14 +48,129 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(args: argparse.Namespace) -> str:
+    from icl_lens.report import fast_mode
+
+    return args.size or ("tiny" if fast_mode() else "small")
+
+
+def _load(args: argparse.Namespace) -> object:
+    import icl_lens as il
+
+    t0 = time.perf_counter()
+    model = il.load_model(args.model)
+    print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return model
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from icl_lens.report import ReportConfig, build_report
+
+    sections = tuple(args.sections) if args.sections else ReportConfig().sections
+    cfg = ReportConfig(
+        task=args.task,
+        size=_size(args),
+        sections=sections,
+        seed=args.seed,
+        text_path=args.text,
+        attention_view=not args.no_attention_view,
+    )
+    model = _load(args)
+    report = build_report(model, args.out, cfg)
+    for o in report.outcomes:
+        line = o.summary if o.status == "ok" else o.note
+        print(f"{o.section.key:<18} {o.status:<8} {o.seconds:6.1f} s  {line}")
+    print(f"\nwrote {report.html_path} (open it in a browser; it needs no network) [{report.seconds:.0f} s]")
+    if report.failed and args.strict:
+        print(f"failed sections: {', '.join(report.failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_single(args: argparse.Namespace) -> int:
+    """``induction``, ``fv``, ``tv``: one report section, printed and saved."""
+    import icl_lens as il
+    from icl_lens.report import SECTIONS, SectionOutcome, run_section
+    from icl_lens.report.sections import RunContext
+
+    section = next(s for s in SECTIONS if s.key == args.section)
+    if getattr(il, section.function, None) is None:
+        print(f"il.{section.function} is not part of this version of icl_lens yet.", file=sys.stderr)
+        return 2
+    model = _load(args)
+    task = il.load_task(args.task) if getattr(args, "task", None) else None
+    ctx = RunContext(model=model, task=task, size=_size(args), seed=args.seed, text=None)
+    out = Path(args.out)
+    outcome: SectionOutcome = run_section(il, section, ctx, out, None)
+    if outcome.status != "ok":
+        print(f"{section.title}: {outcome.status}: {outcome.note}", file=sys.stderr)
+        if outcome.traceback:
+            print(outcome.traceback, file=sys.stderr)
+        return 1
+    print(outcome.result.to_dataframe().head(args.rows).to_string())
+    print(f"\n{outcome.summary}  [{outcome.seconds:.0f} s]")
+    print(f"wrote {out / outcome.saved}/ (il.load_result) and {out / 'figures' / (section.key + '.png')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from icl_lens.report.sections import SECTION_KEYS, SIZES
+
     p = argparse.ArgumentParser(
         prog="icl-lens",
-        description="Take in-context learning apart: induction heads, function vectors, task vectors, patching.",
+        description=(
+            "Take in-context learning apart: induction heads, function vectors, task vectors, patching. "
+            "Start with `icl-lens report` (everything, one HTML page) or `icl-lens tasks` (what you can run)."
+        ),
+        epilog="Models: 'smollm2' works offline; any TransformerLens / Hugging Face name needs internet once.",
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser, task: bool = True) -> None:
+        sp.add_argument("--model", default="smollm2", help="'smollm2' (offline), a local HF directory, or a hub name")
+        if task:
+            sp.add_argument(
+                "--task", default="antonym", help="built-in task (see `icl-lens tasks`) or a .json/.csv file"
+            )
+        sp.add_argument(
+            "--size",
+            choices=SIZES,
+            default=None,
+            help="how much work: tiny (seconds), small (minutes on a CPU; the default), paper (published settings)",
+        )
+        sp.add_argument("--seed", type=int, default=0, help="seed of every prompt sample")
+
+    r = sub.add_parser(
+        "report",
+        help="run every analysis and write one self-contained HTML report",
+        description="Runs ICL accuracy, the induction scan, the ICL score on natural text, the function and task "
+        "vectors for --task, the implant evaluation and the kernel-regression check, then writes OUT/report.html "
+        "(renders offline) with the saved results beside it.",
+    )
+    common(r)
+    r.add_argument("--out", default="report", help="output folder (default: report/)")
+    r.add_argument("--sections", nargs="*", choices=SECTION_KEYS, help="run only these sections")
+    r.add_argument(
+        "--text", default=None, help="natural text file for the ICL score (default: the built-in Austen chapters)"
+    )
+    r.add_argument("--no-attention-view", action="store_true", help="leave out the interactive attention view")
+    r.add_argument("--strict", action="store_true", help="exit with status 1 if any section fails")
+    r.set_defaults(func=_cmd_report)
+
     t = sub.add_parser("tasks", help="list the built-in ICL tasks and their sizes")
     t.set_defaults(func=_cmd_tasks)
+
+    for name, key, help_text, takes_task in (
+        ("induction", "induction", "find induction heads (scores of every head)", False),
+        ("fv", "function_vector", "extract the function vector of a task (Todd et al. 2023)", True),
+        ("tv", "task_vector", "extract task vectors of a task at every layer (Hendel et al. 2023)", True),
+    ):
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        common(sp, task=takes_task)
+        sp.add_argument("--out", default="results", help="folder for the saved result and figure")
+        sp.add_argument("--rows", type=int, default=15, help="table rows to print")
+        sp.set_defaults(func=_cmd_single, section=key)
+
     a = sub.add_parser("accuracy", help="ICL accuracy by number of demonstrations")
     a.add_argument("--model", default="smollm2", help="'smollm2' (offline), a local HF directory, or a hub name")
     a.add_argument("--tasks", nargs="*", help="task names or .json/.csv files (default: a few built-ins)")

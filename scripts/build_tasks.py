@@ -277,7 +277,7 @@ def build_antonym(wn: WordNet):
         if not cands:
             continue
 
-        def key(b):
+        def key(b, a=a):
             morph = trivially_related(a, b) or b.endswith(a) or a.endswith(b)
             return (morph, -max(pair_senses[a][b]), -zipf(b), b)
 
@@ -793,7 +793,7 @@ CLDR_SKIP_TERRITORIES = {"ZZ", "QU", "XA", "XB", "QO", "EU", "EZ", "UN", "AQ", "
 
 
 def build_translation(target: str):
-    babel = require("babel", "pip install babel")
+    require("babel", "pip install babel")
     from babel import Locale, localedata
     en, tg = localedata.load("en"), localedata.load(target)
     en_loc, tg_loc = Locale("en"), Locale(target)

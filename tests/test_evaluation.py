@@ -71,8 +71,9 @@ def test_result_round_trips_and_renders(tmp_path, tiny, word_task):
     assert repr(r).startswith("<IclAccuracyResult: tiny-2L4H") and "mean accuracy" in repr(r)
 
 
-def test_smollm2_learns_antonyms_in_context(smollm2):
-    """The real model: near zero zero-shot, most answers right with 10 demonstrations."""
-    r = il.evaluate_icl(smollm2, "antonym", shots=(0, 10), config=il.IclEvalConfig(n_prompts=24, batch_size=8))
+def test_smollm2_learns_a_task_in_context(smollm2):
+    """The real model: no answer right zero-shot, most right with 10 demonstrations
+    (animal_object measured at 0% and 82% on 50 prompts)."""
+    r = il.evaluate_icl(smollm2, "animal_object", shots=(0, 10), config=il.IclEvalConfig(n_prompts=24, batch_size=8))
     zero, ten = r.accuracy[0].tolist()
     assert zero <= 0.2 and ten >= 0.5, (zero, ten)

@@ -1,0 +1,43 @@
+"""The documentation covers what users meet: every error class has its page in the site."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+import icl_lens as il
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _subclasses(cls: type) -> set[type]:
+    found = set()
+    for sub in cls.__subclasses__():
+        found |= {sub} | _subclasses(sub)
+    return found
+
+
+def test_every_error_class_has_a_page_with_symptom_cause_fix():
+    # Import every module so that error classes defined anywhere in the package are seen.
+    for info in pkgutil.walk_packages(il.__path__, "icl_lens."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+    nav = (ROOT / "mkdocs.yml").read_text()
+    errors = {c for c in _subclasses(il.IclLensError) if c.__module__.startswith("icl_lens")} | {il.IclLensError}
+    assert len(errors) >= 8
+    for cls in errors:
+        page = ROOT / "docs" / "errors" / f"{cls.__name__}.md"
+        assert page.is_file(), f"docs/errors/{cls.__name__}.md is missing (symptom, cause, fix)"
+        text = page.read_text()
+        assert text.startswith(f"# {cls.__name__}\n")
+        assert all(part in text for part in ("**Symptom.**", "**Cause.**", "**Fix.**")), cls.__name__
+        assert f"errors/{cls.__name__}.md" in nav, f"{cls.__name__} page is not in the mkdocs nav"
+
+
+def test_every_notebook_is_in_the_docs_nav():
+    nav = (ROOT / "mkdocs.yml").read_text()
+    notebooks = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+    assert len(notebooks) >= 2
+    for name in notebooks:
+        assert f"tutorials/{name}" in nav, name

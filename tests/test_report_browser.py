@@ -1,0 +1,118 @@
+"""The HTML report as a person sees it: rendered by headless Chromium with no network.
+
+The report is written for the real SmolLM2 at the CI size; Chromium takes a screenshot
+(which must not be blank) and dumps the DOM after JavaScript ran (every section must be
+there, and the circuitsvis attention view must have drawn its canvases).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import icl_lens as il
+from icl_lens.report import SECTION_KEYS, build_report
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # No network at all: the page must render from its own bytes.
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    # Let the module script of circuitsvis run before the page is captured.
+    "--virtual-time-budget=10000",
+)
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    raise RuntimeError("headless Chromium is needed: apt-get install -y chromium (.ci/run does it)")
+
+
+def run_chromium(page: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run(
+            [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, page.resolve().as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=True,
+        )
+
+
+@pytest.fixture(scope="module")
+def report(smollm2, tmp_path_factory):
+    return build_report(smollm2, tmp_path_factory.mktemp("report"), size="tiny", show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def dom(report) -> str:
+    return run_chromium(report.html_path, "--dump-dom").stdout
+
+
+@pytest.mark.smollm2
+def test_report_files(report):
+    index = json.loads((report.out / "report.json").read_text())
+    assert [s["key"] for s in index["sections"]] == list(SECTION_KEYS)
+    by_key = {s["key"]: s for s in index["sections"]}
+    # evaluate_icl is in every version: its section ran, and its result reloads.
+    assert by_key["accuracy"]["status"] == "ok"
+    acc = il.load_result(report.out / "accuracy")
+    assert acc.to_dataframe()["shots"].tolist() == [0, 5]
+    assert (report.out / "figures" / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Every exported analysis ran without error; the rest are marked pending, never missing.
+    for key, section in by_key.items():
+        assert section["status"] in {"ok", "pending", "skipped"}, (key, section["note"])
+    # The strongest induction stripe on SmolLM2 is in layer 18 (L18H6 leads TransformerLens's detector too).
+    assert report.attention_layer == 18
+
+
+@pytest.mark.smollm2
+def test_report_is_self_contained(report):
+    html = report.html_path.read_text()
+    # Nothing is fetched: no external scripts, styles, images or module imports (URLs inside
+    # the inlined JavaScript's strings, such as React's error-page links, load nothing).
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert not re.search(r"""(from|import)\s*\(?\s*["'](https?:)?//""", html)
+    assert not re.search(r"url\(\s*[\"']?https?:", html)
+    assert html.count("data:image/png;base64,") >= 1
+
+
+@pytest.mark.smollm2
+def test_report_dom_after_javascript(report, dom):
+    for key in (*SECTION_KEYS, "attention"):
+        assert f'id="section-{key}"' in dom, key
+    attention = dom[dom.index('id="section-attention"') :]
+    # circuitsvis drew one thumbnail per head (9 in SmolLM2) plus the large pattern.
+    assert attention.count("<canvas") >= 10
+    assert "L18H0" in attention
+    assert dom.count('<img class="figure"') >= 1
+
+
+@pytest.mark.smollm2
+def test_report_screenshot_not_blank(report, tmp_path):
+    from PIL import Image
+
+    shot = tmp_path / "report.png"
+    run_chromium(report.html_path, f"--screenshot={shot}", "--window-size=1200,2000")
+    pixels = np.asarray(Image.open(io.BytesIO(shot.read_bytes())).convert("L"), dtype=np.float64)
+    assert pixels.shape == (2000, 1200)
+    # A blank page has zero variance; this one has a dark header, text and a plot.
+    assert pixels.std() > 20
+    header, body = pixels[:100], pixels[400:]
+    assert header.mean() < 100 < body.mean()
