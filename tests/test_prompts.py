@@ -92,7 +92,7 @@ def test_kinds_share_queries_and_demonstrations(tiny, word_task):
     dummy1 = il.build_prompts(tiny, word_task, kind="dummy_query", variant=1, **kw)
     assert zero.queries == clean.queries == shuf.queries and zero.n_shots == 0
     assert zero.input_spans.shape == (6, 0, 2)
-    for c, s, d0, d1, q in zip(clean.demos, shuf.demos, dummy0.demos, dummy1.demos, clean.queries):
+    for c, s, d0, d1, _q in zip(clean.demos, shuf.demos, dummy0.demos, dummy1.demos, clean.queries):
         assert [x for x, _ in s] == [x for x, _ in c]
         assert sorted(y for _, y in s) == sorted(y for _, y in c)
         assert sum(a != b for (_, a), (_, b) in zip(s, c)) >= 4  # labels really moved
