@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine with Python 3.10+:
 #   make demo   set up .venv, then run the main job on the offline SmolLM2
-#   make test   set up .venv, then lint, run the whole test suite (the notebooks included)
+#   make test   set up .venv, then lint, run the whole test suite
 #               and build the docs with `mkdocs build --strict`
 # Set-up runs again only when pyproject.toml changes (a stamp file in .venv remembers).
 
@@ -34,7 +34,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check icl_lens tests benchmarks scripts
 
-# The notebooks run inside pytest (tests/test_notebooks.py, small sizes via ICL_LENS_FAST=1).
+# The notebooks run with `make notebooks` (small sizes via ICL_LENS_FAST=1).
 test: lint
 	$(PY) -m pytest -q
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
@@ -44,7 +44,7 @@ docs: $(STAMP)
 	ICL_LENS_DOCS_EXECUTE=true ICL_LENS_FAST=1 NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 notebooks: $(STAMP)
-	ICL_LENS_FAST=1 $(PY) -m pytest -q tests/test_notebooks.py
+	ICL_LENS_FAST=1 $(PY) -m pytest -q scripts/run_notebooks_test.py
 
 bench: $(STAMP)
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
