@@ -218,4 +218,8 @@ def test_smollm2_scan(smollm2):
     assert all(10 <= l <= 25 for l in top["layer"])
     assert r.top_heads(3)[0][0] in (16, 17, 18, 19)
     assert r.previous_token.max() > 0.7  # previous-token heads exist
+    # L17H4's keys read the strongest previous-token head, L16H0 (K-composition).
+    prev_head = r.top_heads(1, by="previous_token")[0]
+    assert prev_head == (16, 0)
+    assert r.to_dataframe().set_index("label").loc["L17H4", "k_composition_from"] == "L16H0"
     assert hooks.count_hooks(smollm2) == 0
