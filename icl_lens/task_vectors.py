@@ -58,6 +58,10 @@ class TaskVectorConfig(Config):
         split, split_seed, seed: the task split and the prompt sampling.
         batch_size: prompts per forward pass (results do not depend on it).
         method: the patching engine's path (``"auto"``, ``"fast"``, ``"plain"``).
+        ceiling: also patch each test query's *own* ICL state (the residual after block
+            ``L`` at the last token of its ``n_shots``-shot prompt, real query) into its
+            zero-shot prompt, per layer: how much of ICL the last token carries at ``L``,
+            a ceiling for any single vector there (one more pass over the test queries).
     """
 
     n_shots: int = 5
@@ -72,6 +76,7 @@ class TaskVectorConfig(Config):
     seed: int = 0
     batch_size: int = 25
     method: str = "auto"
+    ceiling: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "split", check_split_fractions(self.split))
@@ -101,6 +106,11 @@ class TaskVectorResult(Result):
         zero_shot_accuracy, icl_accuracy: on the same test queries, without any vector and
             with ``n_shots`` demonstrations from the train split.
         test_correct: per tried layer and test query, whether the patched run is right.
+        ceiling_accuracy: per tried layer, zero-shot test accuracy with each query's own
+            ICL state patched in (see ``TaskVectorConfig.ceiling``; ``None`` if not run).
+            Where even this stays near zero, the model has not yet moved the task into the
+            last token at that layer: later layers still read the demonstrations
+            themselves, and no vector put in there can stand in for them.
     """
 
     title = "Task vector"
@@ -118,6 +128,7 @@ class TaskVectorResult(Result):
     n_dev: int
     n_test: int
     hook: str = "resid_post"
+    ceiling_accuracy: Float[Tensor, " layers"] | None = None
 
     kind = "task"
 
@@ -151,14 +162,15 @@ class TaskVectorResult(Result):
     def to_dataframe(self) -> Any:
         import pandas as pd
 
-        return pd.DataFrame(
-            dict(
-                layer=list(self.layers),
-                dev_accuracy=self.dev_accuracy.tolist(),
-                test_accuracy=self.test_accuracy.tolist(),
-                best=[l == self.best_layer for l in self.layers],
-            )
+        cols: dict[str, Any] = dict(
+            layer=list(self.layers),
+            dev_accuracy=self.dev_accuracy.tolist(),
+            test_accuracy=self.test_accuracy.tolist(),
         )
+        if self.ceiling_accuracy is not None:
+            cols["ceiling_accuracy"] = self.ceiling_accuracy.tolist()
+        cols["best"] = [l == self.best_layer for l in self.layers]
+        return pd.DataFrame(cols)
 
     def summary(self) -> str:
         return (
@@ -166,11 +178,26 @@ class TaskVectorResult(Result):
             f"{self.test_accuracy_at_best:.0%} with the task vector vs {self.icl_accuracy:.0%} ICL "
             f"({self.origin.n_shots} shots) and {self.zero_shot_accuracy:.0%} zero-shot; "
             f"{self.n_test} test queries"
+            + (
+                ""
+                if self.ceiling_accuracy is None
+                else f"; each query's own ICL state, patched in, reaches {float(self.ceiling_accuracy.max()):.0%} "
+                f"at best (layer {self.layers[int(torch.argmax(self.ceiling_accuracy))]})"
+            )
         )
 
     def _plot(self, ax: Any) -> None:
         ax.plot(self.layers, self.test_accuracy.tolist(), marker="o", label="test: zero-shot + task vector")
         ax.plot(self.layers, self.dev_accuracy.tolist(), marker=".", ls=":", label="dev (chooses the layer)")
+        if self.ceiling_accuracy is not None:
+            ax.plot(
+                self.layers,
+                self.ceiling_accuracy.tolist(),
+                marker="s",
+                ms=3,
+                color="purple",
+                label="test: each query's own ICL state (ceiling)",
+            )
         ax.axhline(self.icl_accuracy, color="green", ls="--", label=f"ICL ({self.origin.n_shots} shots)")
         ax.axhline(self.zero_shot_accuracy, color="grey", ls="--", label="zero-shot")
         ax.axvline(self.best_layer, color="black", lw=0.8)
@@ -239,6 +266,13 @@ def task_vector(
     test_acc = test_correct.float().mean(-1)
     best = layers[int(torch.argmax(dev_acc))]  # argmax returns the first maximum: ties go to the earliest layer
 
+    ceiling = None
+    if cfg.ceiling:
+        if test_icl.queries != test_zs.queries:  # both are drawn from the test split with cfg.seed
+            raise RuntimeError("internal error: ICL and zero-shot test prompts hold different queries")
+        own = resid_at_answer(model, test_icl, batch_size=cfg.batch_size, show_progress=show_progress)
+        ceiling = layer_sweep(model, test_zs, show_progress=show_progress, **{**sweep_args, "vectors": own})
+        ceiling = ceiling.float().mean(-1)
     zs_acc = top1_correct(answer_logprobs(model, test_zs, batch_size=cfg.batch_size), test_zs.answer_ids)
     icl_acc = top1_correct(answer_logprobs(model, test_icl, batch_size=cfg.batch_size), test_icl.answer_ids)
     return TaskVectorResult(
@@ -254,4 +288,5 @@ def task_vector(
         icl_accuracy=float(icl_acc.float().mean()),
         n_dev=len(dev_zs),
         n_test=len(test_zs),
+        ceiling_accuracy=ceiling,
     )

@@ -95,6 +95,10 @@ def main() -> None:
             tv_zs=tv.zero_shot_accuracy,
             tv=tv.test_accuracy_at_best,
             icl5=tv.icl_accuracy,
+            ceil=float(tv.ceiling_accuracy.max()),
+            half_from=next(
+                (l for l, a in zip(tv.layers, tv.ceiling_accuracy.tolist()) if a >= tv.icl_accuracy / 2 > 0), "-"
+            ),
             t_fv=t_fv,
             t_tv=t_tv,
         )
@@ -128,11 +132,14 @@ def render(rows: list[dict[str, object]], model_name: str) -> str:
         "Top-1 accuracy (%) of the answer's first token on held-out test queries. Function vector (FV): "
         "10-shot `Q: x\\nA: y` prompts, added after the layer chosen on dev. Task vector (TV): 5-shot "
         "`x -> y` prompts, replacing the residual stream after the layer chosen on dev. "
-        f"\u2713 marks tasks where 10-shot ICL reaches {ICL_WORKS:.0%}.",
+        f"\u2713 marks tasks where 10-shot ICL reaches {ICL_WORKS:.0%}. *Own state*: each test query's own "
+        "5-shot residual (real query) patched in instead of the TV, best layer; *half from*: the first layer "
+        "where that recovers half of ICL (before it, the answer is not yet in the last token).",
         "",
         "| task | ICL works | ICL 10-shot | zero-shot | zero-shot + FV | FV gain (x) | shuffled | shuffled + FV "
-        "| KL(ICL\\|\\|zs) | KL(ICL\\|\\|zs+FV) | FV layer | top FV heads | ICL 5-shot | zero-shot | TV | TV / ICL | TV layer |",
-        "|---|:-:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|",
+        "| KL(ICL\\|\\|zs) | KL(ICL\\|\\|zs+FV) | FV layer | top FV heads | ICL 5-shot | zero-shot | TV | TV / ICL | TV layer "
+        "| own state | half from |",
+        "|---|:-:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
         zs, zs_fv, icl5, tv = (float(r[k]) for k in ("zs", "zs_fv", "icl5", "tv"))  # type: ignore[arg-type]
@@ -142,7 +149,8 @@ def render(rows: list[dict[str, object]], model_name: str) -> str:
         lines.append(
             f"| {r['task']} | {works} | {pct(r['icl10'])} | {pct(zs)} | {pct(zs_fv)} | {gain} | {pct(r['shuf'])} | "
             f"{pct(r['shuf_fv'])} | {float(r['kl_zs']):.2f} | {float(r['kl_fv']):.2f} | {r['fv_layer']} | "  # type: ignore[arg-type]
-            f"{r['heads']} | {pct(icl5)} | {pct(r['tv_zs'])} | {pct(tv)} | {ratio} | {r['tv_layer']} |"
+            f"{r['heads']} | {pct(icl5)} | {pct(r['tv_zs'])} | {pct(tv)} | {ratio} | {r['tv_layer']} | "
+            f"{pct(r['ceil'])} | {r['half_from']} |"
         )
     works = [r for r in rows if float(r["icl10"]) >= ICL_WORKS]  # type: ignore[arg-type]
     if works:

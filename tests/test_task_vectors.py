@@ -119,3 +119,41 @@ def test_result_table_plot_and_errors(tiny_rotary_gqa, word_task, tv):
         task_vector(tiny_rotary_gqa, word_task, TaskVectorConfig(**{**SMALL, "layers": (5,)}))
     with pytest.raises(ConfigError, match="n_shots"):
         TaskVectorConfig(n_shots=0)
+
+
+def test_ceiling_patches_each_querys_own_icl_state(tiny_rotary_gqa, word_task):
+    # A random model gets nothing right, so give the test queries the answers its 3-shot
+    # run predicts: the split and the prompts depend on inputs and seeds only, so ICL is
+    # then right on every test query and the ceiling has something to recover.
+    cfg = TaskVectorConfig(**SMALL)
+    train, _, test = split_task(word_task, cfg.split, cfg.split_seed)
+    icl = il.build_prompts(tiny_rotary_gqa, test, 3, 5, 0, TEMPLATE, kind="clean", demos_from=train)
+    pred = il.answer_logprobs(tiny_rotary_gqa, icl).argmax(-1)
+    letters = {q: tiny_rotary_gqa.tokenizer.decode([int(p)]) for q, p in zip(icl.queries, pred)}
+    assert all(len(c) == 1 and c not in "=;" for c in letters.values())
+    task = il.Task(name="own", pairs=tuple((x, letters.get(x, y)) for x, y in word_task.pairs))
+    res = task_vector(tiny_rotary_gqa, task, cfg)
+    assert res.icl_accuracy == 1.0
+
+    zs = il.build_prompts(
+        tiny_rotary_gqa, split_task(task, cfg.split, cfg.split_seed)[2], 0, 5, 0, TEMPLATE, kind="zero_shot"
+    )
+    assert zs.queries == icl.queries
+    own = _plain_resid_post(tiny_rotary_gqa, icl)
+    expected = []
+    for l in res.layers:
+
+        def replace(act, hook, l=l):
+            act = act.clone()
+            act[torch.arange(act.shape[0]), zs.last_pos] = own[:, l]
+            return act
+
+        with torch.no_grad():
+            logits = hooks.forward(tiny_rotary_gqa, zs.tokens, zs.attention_mask, [(hooks.resid_post(l), replace)])
+        expected.append((hooks.gather_positions(logits, zs.last_pos).argmax(-1) == zs.answer_ids).float().mean())
+    torch.testing.assert_close(res.ceiling_accuracy, torch.stack(expected))
+    # after the last block the patched state *is* the ICL run's
+    assert float(res.ceiling_accuracy[-1]) == 1.0
+    assert "ceiling_accuracy" in res.to_dataframe() and "own ICL state" in res.summary()
+    without = task_vector(tiny_rotary_gqa, task, TaskVectorConfig(**{**SMALL, "ceiling": False}))
+    assert without.ceiling_accuracy is None and torch.equal(without.test_accuracy, res.test_accuracy)
