@@ -34,7 +34,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check icl_lens tests benchmarks scripts
 
-# The notebooks run with `make notebooks` (small sizes via ICL_LENS_FAST=1).
+# The whole suite includes running every tutorial notebook (small sizes via ICL_LENS_FAST=1).
 test: lint
 	$(PY) -m pytest -q
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
@@ -44,7 +44,7 @@ docs: $(STAMP)
 	ICL_LENS_DOCS_EXECUTE=true ICL_LENS_FAST=1 NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 notebooks: $(STAMP)
-	ICL_LENS_FAST=1 $(PY) -m pytest -q scripts/run_notebooks_test.py
+	ICL_LENS_FAST=1 $(PY) -m pytest -q tests/test_notebooks.py
 
 bench: $(STAMP)
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
