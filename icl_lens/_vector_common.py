@@ -96,6 +96,20 @@ class VectorOrigin:
             )
 
 
+class FromOrigin:
+    """``model`` and ``task`` names of a vector result, read from its ``origin``."""
+
+    origin: VectorOrigin
+
+    @property
+    def model(self) -> str:
+        return self.origin.model
+
+    @property
+    def task(self) -> str:
+        return self.origin.task
+
+
 def split_task(task: Task, fractions: Sequence[float], seed: int) -> tuple[Task, Task, Task]:
     """``(train, dev, test)``: disjoint, seeded parts of ``task`` (see :meth:`Task.split`)."""
     if len(fractions) != 3:

@@ -37,6 +37,7 @@ from icl_lens import hooks
 from icl_lens._progress import progress
 from icl_lens._vector_common import (
     DEFAULT_SPLIT,
+    FromOrigin,
     VectorOrigin,
     check_split_fractions,
     origin_for,
@@ -118,7 +119,7 @@ class FunctionVectorConfig(Config):
 
 
 @dataclasses.dataclass(frozen=True)
-class FunctionVectorResult(Result):
+class FunctionVectorResult(FromOrigin, Result):
     """A function vector with everything needed to judge and reuse it.
 
     Attributes:
@@ -159,14 +160,6 @@ class FunctionVectorResult(Result):
     bias: str = BIAS_NOTE
 
     kind = "function"
-
-    @property
-    def model(self) -> str:
-        return self.origin.model
-
-    @property
-    def task(self) -> str:
-        return self.origin.task
 
     @property
     def layer(self) -> int:

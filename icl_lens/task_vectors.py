@@ -29,6 +29,7 @@ from torch import Tensor
 from icl_lens import hooks
 from icl_lens._vector_common import (
     DEFAULT_SPLIT,
+    FromOrigin,
     VectorOrigin,
     check_split_fractions,
     n_queries,
@@ -94,7 +95,7 @@ class TaskVectorConfig(Config):
 
 
 @dataclasses.dataclass(frozen=True)
-class TaskVectorResult(Result):
+class TaskVectorResult(FromOrigin, Result):
     """Task vectors at every layer, and how well each one does on zero-shot queries.
 
     Attributes:
@@ -131,14 +132,6 @@ class TaskVectorResult(Result):
     ceiling_accuracy: Float[Tensor, " layers"] | None = None
 
     kind = "task"
-
-    @property
-    def model(self) -> str:
-        return self.origin.model
-
-    @property
-    def task(self) -> str:
-        return self.origin.task
 
     @property
     def layer(self) -> int:

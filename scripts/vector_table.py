@@ -95,7 +95,7 @@ def main() -> None:
             tv_zs=tv.zero_shot_accuracy,
             tv=tv.test_accuracy_at_best,
             icl5=tv.icl_accuracy,
-            ceil=float(tv.ceiling_accuracy.max()),
+            ceil=float(tv.ceiling_accuracy[tv.layers.index(tv.best_layer)]),
             half_from=next(
                 (l for l, a in zip(tv.layers, tv.ceiling_accuracy.tolist()) if a >= tv.icl_accuracy / 2 > 0), "-"
             ),
@@ -133,12 +133,13 @@ def render(rows: list[dict[str, object]], model_name: str) -> str:
         "10-shot `Q: x\\nA: y` prompts, added after the layer chosen on dev. Task vector (TV): 5-shot "
         "`x -> y` prompts, replacing the residual stream after the layer chosen on dev. "
         f"\u2713 marks tasks where 10-shot ICL reaches {ICL_WORKS:.0%}. *Own state*: each test query's own "
-        "5-shot residual (real query) patched in instead of the TV, best layer; *half from*: the first layer "
+        "5-shot residual (real query) patched in instead of the TV at the TV's layer, a ceiling for any one vector "
+        "there; *half from*: the first layer "
         "where that recovers half of ICL (before it, the answer is not yet in the last token).",
         "",
         "| task | ICL works | ICL 10-shot | zero-shot | zero-shot + FV | FV gain (x) | shuffled | shuffled + FV "
         "| KL(ICL\\|\\|zs) | KL(ICL\\|\\|zs+FV) | FV layer | top FV heads | ICL 5-shot | zero-shot | TV | TV / ICL | TV layer "
-        "| own state | half from |",
+        "| own state at TV layer | half from |",
         "|---|:-:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in rows:
