@@ -120,18 +120,7 @@ def _head_source(
         return (acts if full else hooks.gather_positions(acts, target.last_pos)), None, "cache"
     if not isinstance(source, Tensor):
         raise ConfigError("source must be a PromptBatch, a cache of hook_z activations, or a tensor of head outputs")
-    src = source.detach().cpu()
-    if tuple(src.shape) == unit:
-        return (src.view(1, 1, *unit) if full else src.view(1, *unit)), None, "vector"
-    if src.ndim == 4 and tuple(src.shape[1:]) == unit and src.shape[0] == len(target):
-        return (src[:, None] if full else src), None, "per-prompt"
-    if full and src.ndim == 5 and tuple(src.shape[2:]) == unit and tuple(src.shape[:2]) == tuple(target.tokens.shape):
-        return src, None, "per-position"
-    raise ConfigError(
-        f"source tensor of shape {tuple(src.shape)} does not fit: expected {unit} (one vector per head), "
-        f"({len(target)}, *{unit}) (per prompt)"
-        + (f" or ({len(target)}, {target.tokens.shape[1]}, *{unit}) (per position)" if full else "")
-    )
+    return _tensor_source(source, unit, target, full, "one vector per head")
 
 
 def _resid_source(
@@ -146,16 +135,25 @@ def _resid_source(
         return acts, logits, f"batch:{source.kind}"
     if not isinstance(source, Tensor):
         raise ConfigError("source must be a PromptBatch or a tensor of residual-stream vectors")
+    return _tensor_source(source, unit, target, full, "one vector per layer")
+
+
+def _tensor_source(
+    source: Tensor, unit: tuple[int, ...], target: PromptBatch, full: bool, what: str
+) -> tuple[Tensor, None, str]:
+    """A user's tensor source: one ``unit`` for all prompts, one per prompt, or one per position."""
     src = source.detach().cpu()
+    n = len(unit)
     if tuple(src.shape) == unit:
         return (src.view(1, 1, *unit) if full else src.view(1, *unit)), None, "vector"
-    if src.ndim == 3 and tuple(src.shape[1:]) == unit and src.shape[0] == len(target):
+    if src.ndim == n + 1 and tuple(src.shape[1:]) == unit and src.shape[0] == len(target):
         return (src[:, None] if full else src), None, "per-prompt"
-    if full and src.ndim == 4 and tuple(src.shape[2:]) == unit and tuple(src.shape[:2]) == tuple(target.tokens.shape):
+    if full and src.ndim == n + 2 and tuple(src.shape[2:]) == unit and tuple(src.shape[:2]) == tuple(target.tokens.shape):
         return src, None, "per-position"
     raise ConfigError(
-        f"source tensor of shape {tuple(src.shape)} does not fit: expected {unit} or ({len(target)}, *{unit})"
-        + (f" or ({len(target)}, {target.tokens.shape[1]}, *{unit})" if full else "")
+        f"source tensor of shape {tuple(src.shape)} does not fit: expected {unit} ({what}), "
+        f"({len(target)}, *{unit}) (per prompt)"
+        + (f" or ({len(target)}, {target.tokens.shape[1]}, *{unit}) (per position)" if full else "")
     )
 
 
