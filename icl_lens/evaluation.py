@@ -32,12 +32,21 @@ def answer_logprobs(
     Runs the batch in chunks of ``batch_size`` under ``torch.no_grad()``; the result does
     not depend on ``batch_size`` beyond float rounding (attention masks handle padding).
     """
+    from icl_lens.patching.fast import last_position_runner
+
+    # Where the model allows it, stop after the last block and unembed only the answer
+    # positions (unembedding every column is about a fifth of SmolLM2's forward). Hooks of
+    # the caller might sit on the final norm or the unembedding, so they get a full forward.
+    runner = None if fwd_hooks else last_position_runner(model)
     out = []
     chunks = list(batch.batches(batch_size))
     with torch.no_grad():
         for sub in progress(chunks, desc="forward", enabled=show_progress):
-            logits = hooks.forward(model, sub.tokens, sub.attention_mask, fwd_hooks)
-            last = hooks.gather_positions(logits, sub.last_pos)
+            if runner is not None:
+                last = runner.last_logits(sub.tokens, sub.attention_mask, sub.last_pos)
+            else:
+                logits = hooks.forward(model, sub.tokens, sub.attention_mask, fwd_hooks)
+                last = hooks.gather_positions(logits, sub.last_pos)
             out.append(torch.log_softmax(last.float(), dim=-1).cpu())
     return torch.cat(out)
 
