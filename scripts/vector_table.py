@@ -57,6 +57,11 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="*", default=None, help="default: every built-in task")
     parser.add_argument("--out", default="docs/vectors_table.md")
     parser.add_argument("--save-dir", default=None)
+    parser.add_argument(
+        "--figure",
+        default="docs/img/task_vector_layers.png",
+        help="per-layer task-vector accuracy and its ceiling ('' for none)",
+    )
     args = parser.parse_args()
 
     il.set_progress(False)
@@ -64,6 +69,7 @@ def main() -> None:
     known = il.list_tasks()
     tasks = args.tasks or [t for t in ORDER if t in known] + [t for t in known if t not in ORDER]
     rows: list[dict[str, object]] = []
+    tvs: list[Any] = []
     for name in tasks:
         base = Path(args.save_dir) / name if args.save_dir else None
         t0 = time.perf_counter()
@@ -103,6 +109,7 @@ def main() -> None:
             t_tv=t_tv,
         )
         rows.append(row)
+        tvs.append(tv)
         print(
             f"{name}: ICL10 {row['icl10']:.2f} zs {row['zs']:.2f} zs+FV {row['zs_fv']:.2f} shuf {row['shuf']:.2f} "
             f"shuf+FV {row['shuf_fv']:.2f} (L{row['fv_layer']}); TV {row['tv']:.2f} vs ICL5 {row['icl5']:.2f} "
@@ -110,6 +117,8 @@ def main() -> None:
             flush=True,
         )
         Path(args.out).write_text(render(rows, model_name=il.models.model_name(model)))
+    if args.figure:
+        plot_layers([tv for tv, r in zip(tvs, rows) if float(r["icl5"]) >= ICL_WORKS], args.figure)
 
 
 def _cached(base: Path | None, what: str, compute: Callable[[], Any]) -> Any:
@@ -120,6 +129,37 @@ def _cached(base: Path | None, what: str, compute: Callable[[], Any]) -> Any:
     if base is not None:
         result.save(base / what)
     return result
+
+
+def plot_layers(tvs: list[Any], path: str) -> None:
+    """One panel per task: task-vector accuracy and each query's own ICL state, by layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not tvs:
+        return
+    cols = 4
+    rows = (len(tvs) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), sharex=True, sharey=True, squeeze=False)
+    for ax in axes.flat[len(tvs) :]:
+        ax.axis("off")
+    for ax, tv in zip(axes.flat, tvs):
+        ax.plot(tv.layers, tv.test_accuracy.tolist(), marker="o", ms=2, label="task vector")
+        ax.plot(tv.layers, tv.ceiling_accuracy.tolist(), marker="s", ms=2, color="purple", label="own ICL state")
+        ax.axhline(tv.icl_accuracy, color="green", ls="--", lw=0.8, label="ICL (5 shots)")
+        ax.set_title(tv.task, fontsize=9)
+        ax.set_ylim(-0.02, 1.02)
+    for ax in axes[-1]:
+        ax.set_xlabel("layer L")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("zero-shot accuracy")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Replacing the last token's residual after block L (test queries)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def render(rows: list[dict[str, object]], model_name: str) -> str:
