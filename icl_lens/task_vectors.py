@@ -167,7 +167,9 @@ class TaskVectorResult(FromOrigin, Result):
 
     def summary(self) -> str:
         return (
-            f"{self.origin.model} / {self.origin.task}: best layer {self.best_layer} (dev), test accuracy "
+            f"{self.origin.model} / {self.origin.task}: best layer {self.best_layer} (dev"
+            + (", where no layer scored above 0%: the choice is arbitrary" if float(self.dev_accuracy.max()) == 0 else "")
+            + f"), test accuracy "
             f"{self.test_accuracy_at_best:.0%} with the task vector vs {self.icl_accuracy:.0%} ICL "
             f"({self.origin.n_shots} shots) and {self.zero_shot_accuracy:.0%} zero-shot; "
             f"{self.n_test} test queries"

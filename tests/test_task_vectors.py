@@ -114,6 +114,8 @@ def test_result_table_plot_and_errors(tiny_rotary_gqa, word_task, tv):
     assert list(df["layer"]) == [0, 1, 2] and df["best"].sum() == 1
     assert tv.vector.shape == (64,) and torch.equal(tv.vector, tv.vectors[tv.best_layer])
     assert "<img" in tv._repr_html_()
+    # a random model scores 0% at every layer on dev: the summary says the pick means nothing
+    assert float(tv.dev_accuracy.max()) == 0 and "no layer scored above 0%" in tv.summary()
     assert tv.origin.mode == "default" and tv.origin.n_shots == 3
     with pytest.raises(ConfigError, match="out of range"):
         task_vector(tiny_rotary_gqa, word_task, TaskVectorConfig(**{**SMALL, "layers": (5,)}))
