@@ -45,7 +45,7 @@ _OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
         "tiny": {"n_sequences": 2, "repeat_lengths": (10, 25), "composition_baseline_samples": 2},
         "small": {"n_sequences": 8},
     },
-    "icl_score": {"tiny": {"n_contexts": 2}, "small": {"n_contexts": 4}},
+    "icl_score": {"tiny": {"n_contexts": 2}, "small": {"n_contexts": 8}},
     "function_vector": {
         "tiny": {"n_mean_prompts": 4, "max_candidates": 12, "n_aie_prompts": 2, "n_shots": 5, "batch_size": 12},
         "small": {"n_mean_prompts": 20, "max_candidates": 60, "n_aie_prompts": 8},
