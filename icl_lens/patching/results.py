@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any
 
 import torch
@@ -11,6 +12,25 @@ from torch import Tensor
 
 from icl_lens.errors import ConfigError
 from icl_lens.results import Result
+
+
+def _effect_frame(
+    effect: Tensor, patched: Tensor, norm: Tensor | None, names: tuple[str, ...]
+) -> Any:
+    """One row per swept cell of ``effect`` (NaN cells were not swept), indexed by ``names``."""
+    import pandas as pd
+
+    rows = []
+    for key in itertools.product(*(range(n) for n in effect.shape)):
+        if bool(torch.isnan(effect[key])):
+            continue
+        row: dict[str, Any] = dict(zip(names, key))
+        row["effect"] = float(effect[key])
+        row["mean_patched"] = float(patched[key].mean())
+        if norm is not None:
+            row["normalized"] = float(norm[key])
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _normalized(patched: Tensor, baseline: Tensor, reference: Tensor | None) -> Tensor:
@@ -70,26 +90,8 @@ class HeadPatchingResult(Result):
         return [(int(i) // self.n_heads, int(i) % self.n_heads, float(eff.flatten()[i])) for i in order]
 
     def to_dataframe(self) -> Any:
-        import pandas as pd
-
         norm = self.normalized() if self.reference is not None else None
-        rows = []
-        for l in range(self.n_layers):
-            for h in range(self.n_heads):
-                cols = [None] if self.effect.ndim == 2 else list(range(self.effect.shape[2]))
-                for c in cols:
-                    key = (l, h) if c is None else (l, h, c)
-                    if bool(torch.isnan(self.effect[key])):
-                        continue
-                    row: dict[str, Any] = dict(layer=l, head=h)
-                    if c is not None:
-                        row["position"] = c
-                    row["effect"] = float(self.effect[key])
-                    row["mean_patched"] = float(self.patched[key].mean())
-                    if norm is not None:
-                        row["normalized"] = float(norm[key])
-                    rows.append(row)
-        return pd.DataFrame(rows)
+        return _effect_frame(self.effect, self.patched, norm, ("layer", "head", "position"))
 
     def summary(self) -> str:
         swept = int((~torch.isnan(self.effect)).sum())
@@ -136,25 +138,8 @@ class ResidPatchingResult(Result):
         return _normalized(self.patched, self.baseline, self.reference)
 
     def to_dataframe(self) -> Any:
-        import pandas as pd
-
         norm = self.normalized() if self.reference is not None else None
-        rows = []
-        for l in range(self.effect.shape[0]):
-            cols = [None] if self.effect.ndim == 1 else list(range(self.effect.shape[1]))
-            for c in cols:
-                key = (l,) if c is None else (l, c)
-                if bool(torch.isnan(self.effect[key])):
-                    continue
-                row: dict[str, Any] = dict(layer=l)
-                if c is not None:
-                    row["position"] = c
-                row["effect"] = float(self.effect[key])
-                row["mean_patched"] = float(self.patched[key].mean())
-                if norm is not None:
-                    row["normalized"] = float(norm[key])
-                rows.append(row)
-        return pd.DataFrame(rows)
+        return _effect_frame(self.effect, self.patched, norm, ("layer", "position"))
 
     def summary(self) -> str:
         eff = self.effect.nan_to_num(0.0)
