@@ -113,15 +113,9 @@ def head_activations_and_logits(
 ) -> tuple[Tensor, Float[Tensor, "batch d_vocab"]]:
     """:func:`head_activations` plus the logits at ``last_pos`` of the same forward passes."""
     _check_positions(positions)
-    n_layers = hooks.spec(model).n_layers
-    names = [hooks.z(l) for l in range(n_layers)]
-    acts, logits = [], []
-    chunks = list(row_chunks(len(batch), batch_size))
-    for rows in progress(chunks, desc="head activations", enabled=show_progress if len(chunks) > 1 else False):
-        lg, zs = run_capturing(model, take_rows(batch, rows), names, positions)
-        acts.append(torch.stack(zs, dim=-3).cpu())  # [..., n_layers, n_heads, d_head]
-        logits.append(lg.cpu())
-    return torch.cat(acts), torch.cat(logits)
+    names = [hooks.z(l) for l in range(hooks.spec(model).n_layers)]
+    # each z is [..., n_heads, d_head]: stacked into [..., n_layers, n_heads, d_head]
+    return _capture_layers(model, batch, names, positions, -3, "head activations", batch_size, show_progress)
 
 
 def head_activations(
@@ -163,11 +157,25 @@ def resid_activations_and_logits(
     if hook not in _RESID:
         raise ConfigError(f"hook must be one of {sorted(_RESID)}, got {hook!r}")
     names = [_RESID[hook](l) for l in range(hooks.spec(model).n_layers)]
+    return _capture_layers(model, batch, names, positions, -2, "residual activations", batch_size, show_progress)
+
+
+def _capture_layers(
+    model: Any,
+    batch: PromptBatch,
+    names: list[str],
+    positions: str,
+    layer_dim: int,
+    desc: str,
+    batch_size: int | None,
+    show_progress: bool | None,
+) -> tuple[Tensor, Float[Tensor, "batch d_vocab"]]:
+    """One activation per layer (``names``), stacked at ``layer_dim``, and the answer logits, chunk by chunk."""
     acts, logits = [], []
     chunks = list(row_chunks(len(batch), batch_size))
-    for rows in progress(chunks, desc="residual activations", enabled=show_progress if len(chunks) > 1 else False):
-        lg, rs = run_capturing(model, take_rows(batch, rows), names, positions)
-        acts.append(torch.stack(rs, dim=-2).cpu())  # [..., n_layers, d_model]
+    for rows in progress(chunks, desc=desc, enabled=show_progress if len(chunks) > 1 else False):
+        lg, per_layer = run_capturing(model, take_rows(batch, rows), names, positions)
+        acts.append(torch.stack(per_layer, dim=layer_dim).cpu())
         logits.append(lg.cpu())
     return torch.cat(acts), torch.cat(logits)
 
