@@ -220,6 +220,7 @@ def task_vector(
         show_progress: progress bars (default: the global setting).
     """
     from icl_lens._layer_sweep import layer_sweep, resid_at_answer
+    from icl_lens.patching.activations import resid_activations_and_logits
 
     cfg = config or TaskVectorConfig()
     if overrides:
@@ -265,11 +266,16 @@ def task_vector(
     if cfg.ceiling:
         if test_icl.queries != test_zs.queries:  # both are drawn from the test split with cfg.seed
             raise RuntimeError("internal error: ICL and zero-shot test prompts hold different queries")
-        own = resid_at_answer(model, test_icl, batch_size=cfg.batch_size, show_progress=show_progress)
-        ceiling = layer_sweep(model, test_zs, show_progress=show_progress, **{**sweep_args, "vectors": own})
+        # one pass over the ICL prompts gives both their states and their answers
+        own, icl_logits = resid_activations_and_logits(
+            model, test_icl, hook="resid_post", batch_size=cfg.batch_size, show_progress=show_progress
+        )
+        ceiling = layer_sweep(model, test_zs, show_progress=show_progress, **{**sweep_args, "vectors": own.float()})
         ceiling = ceiling.float().mean(-1)
+    else:
+        icl_logits = answer_logprobs(model, test_icl, batch_size=cfg.batch_size)
     zs_acc = top1_correct(answer_logprobs(model, test_zs, batch_size=cfg.batch_size), test_zs.answer_ids)
-    icl_acc = top1_correct(answer_logprobs(model, test_icl, batch_size=cfg.batch_size), test_icl.answer_ids)
+    icl_acc = top1_correct(icl_logits, test_icl.answer_ids)  # argmax: logits or log-probs alike
     return TaskVectorResult(
         origin=origin,
         config=cfg,
