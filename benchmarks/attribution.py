@@ -26,7 +26,7 @@ import torch
 from patching_heads import equal_length_pair, machine, measure, spread_heads
 
 import icl_lens as il
-from icl_lens import hooks
+from icl_lens.core import hooks
 from icl_lens.patching import attribution_head_sweep, head_sweep, patching_agreement
 
 

@@ -29,9 +29,9 @@ import time
 import torch
 
 import icl_lens as il
-from icl_lens import hooks
-from icl_lens._vector_common import split_task
+from icl_lens.core import hooks
 from icl_lens.patching import head_sweep
+from icl_lens.vectors.common import split_task
 
 
 def peak_rss_gb() -> float:

@@ -41,7 +41,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch
 
 import icl_lens as il
-from icl_lens import hooks
+from icl_lens.core import hooks
 from icl_lens.patching import head_sweep, mean_head_activations
 
 

@@ -16,7 +16,7 @@ DEMO_TASKS = ("antonym", "country_capital", "english_french", "present_past", "u
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:
-    from icl_lens.tasks import task_info
+    from icl_lens.prompting.tasks import task_info
 
     print(f"{'task':<20} {'pairs':>6} {'1-token':>8}  labels / description")
     for info in task_info():

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import icl_lens as il
-from icl_lens.function_vectors import function_vector
-from icl_lens.implant import ImplantConfig, evaluate_implant
-from icl_lens.task_vectors import task_vector
+from icl_lens.vectors.function_vectors import function_vector
+from icl_lens.vectors.implant import ImplantConfig, evaluate_implant
+from icl_lens.vectors.task_vectors import task_vector
 
 # Roughly in order of how well a small model does them in context, so a partial run
 # covers the informative tasks first.
@@ -116,7 +116,7 @@ def main() -> None:
             f"(L{row['tv_layer']}); {t_fv:.0f}s + {t_tv:.0f}s",
             flush=True,
         )
-        Path(args.out).write_text(render(rows, model_name=il.models.model_name(model)))
+        Path(args.out).write_text(render(rows, model_name=il.core.models.model_name(model)))
     if args.figure:
         plot_layers([tv for tv, r in zip(tvs, rows) if float(r["icl5"]) >= ICL_WORKS], args.figure)
 

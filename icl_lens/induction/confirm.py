@@ -8,7 +8,7 @@ measures with each ablation:
   ordinary tokens, a different draw from the detector's), skipping the second copy's
   first token, which nothing in the context predicts. Induction heads are what make it
   low; ablating them should raise it.
-* **ICL score** on natural text (:func:`icl_lens.icl_score.icl_score`,
+* **ICL score** on natural text (:func:`icl_lens.induction.icl_score.icl_score`,
   ``loss@500 - loss@50``): ablating induction heads should move it towards 0.
 
 The mean and resample ablations take their activations from the natural-text contexts.
@@ -24,15 +24,15 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from icl_lens import hooks
-from icl_lens._progress import progress
-from icl_lens.ablation import METHODS, ablate_heads, normalize_heads
-from icl_lens.errors import ConfigError
-from icl_lens.icl_score import IclScoreConfig, context_tokens, per_token_loss, score_from_losses
+from icl_lens.core import hooks
+from icl_lens.core.errors import ConfigError
+from icl_lens.core.models import model_name
+from icl_lens.core.progress import progress
+from icl_lens.core.results import Config, Result
 from icl_lens.induction import sequences as seq
 from icl_lens.induction.detectors import InductionConfig, InductionHeadsResult, find_induction_heads
-from icl_lens.models import model_name
-from icl_lens.results import Config, Result
+from icl_lens.induction.icl_score import IclScoreConfig, context_tokens, per_token_loss, score_from_losses
+from icl_lens.patching.ablation import METHODS, ablate_heads, normalize_heads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,16 +167,16 @@ class InductionAblationResult(Result):
     def plot_icl(self, ax: Any = None) -> Any:
         """Change in ICL score vs ``k``."""
         if ax is None:
-            from icl_lens.results import _pyplot
+            from icl_lens.core.plotting import pyplot
 
-            _, ax = _pyplot().subplots(figsize=(6.4, 4.0))
+            _, ax = pyplot().subplots(figsize=(6.4, 4.0))
         self._panel(ax, self.induction_icl_score, self.random_icl_score, self.baseline_icl_score, "ICL score")
         return ax.figure
 
     def plot_both(self) -> Any:
-        from icl_lens.results import _pyplot
+        from icl_lens.core.plotting import pyplot
 
-        fig, axes = _pyplot().subplots(1, 2, figsize=(10, 3.8))
+        fig, axes = pyplot().subplots(1, 2, figsize=(10, 3.8))
         self._plot(axes[0])
         self.plot_icl(axes[1])
         fig.tight_layout()
@@ -235,7 +235,7 @@ def confirm_induction_heads(
         heads: a scan from :func:`find_induction_heads` (ranked by its induction score), a
             ranked list of ``(layer, head)``, or ``None`` to run the scan here.
         config: an :class:`AblationCheckConfig`; keyword ``overrides`` replace its fields.
-        text: natural text for the ICL score (see :func:`icl_lens.icl_score`; default: the
+        text: natural text for the ICL score (see :func:`icl_lens.induction.icl_score`; default: the
             built-in corpus). Models without a tokenizer need a token tensor.
     """
     config = (config or AblationCheckConfig()).replace(**overrides) if overrides else (config or AblationCheckConfig())

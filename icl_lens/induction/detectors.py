@@ -45,13 +45,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from icl_lens import hooks
-from icl_lens._progress import progress
-from icl_lens.errors import ConfigError
+from icl_lens.core import hooks
+from icl_lens.core.errors import ConfigError
+from icl_lens.core.models import model_name
+from icl_lens.core.progress import progress
+from icl_lens.core.results import Config, Result
 from icl_lens.induction import sequences as seq
 from icl_lens.induction import weights as wts
-from icl_lens.models import model_name
-from icl_lens.results import Config, Result
 
 SCORE_COLUMNS = (
     "induction",
@@ -215,9 +215,9 @@ class InductionHeadsResult(Result):
         self, names: Sequence[str] = ("induction", "prefix_matching", "previous_token", "duplicate_token")
     ) -> Any:
         """Heatmaps (layer x head) of several scores side by side."""
-        from icl_lens.results import _pyplot
+        from icl_lens.core.plotting import pyplot
 
-        plt = _pyplot()
+        plt = pyplot()
         fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.4), squeeze=False)
         for ax, name in zip(axes[0], names):
             _heatmap(ax, self.score(name), name)
@@ -226,9 +226,9 @@ class InductionHeadsResult(Result):
 
     def plot_composition(self, ax: Any = None, frobenius: bool = False) -> Any:
         """K-composition matrix: rows are writing heads, columns reading heads."""
-        from icl_lens.results import _pyplot
+        from icl_lens.core.plotting import pyplot
 
-        plt = _pyplot()
+        plt = pyplot()
         if ax is None:
             _, ax = plt.subplots(figsize=(5.0, 4.4))
         m = (self.k_composition_frobenius if frobenius else self.k_composition).reshape(

@@ -43,7 +43,7 @@ D_HEAD = 16
 
 def planted_induction_model(radius: float = 250.0, match_logit: float = 60.0) -> Any:
     """The hand-set model described in the module docstring (eval mode, frozen)."""
-    from icl_lens.models import tiny_model
+    from icl_lens.core.models import tiny_model
 
     model = tiny_model(
         n_layers=2,

@@ -26,8 +26,8 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from icl_lens import hooks
-from icl_lens.errors import ConfigError
+from icl_lens.core import hooks
+from icl_lens.core.errors import ConfigError
 
 TOY_BOS_ID = 0
 """Token id that tokenizer-less models (the toys of :func:`il.train_toy_model`) reserve for BOS."""

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from icl_lens import hooks
-from icl_lens.errors import ConfigError
+from icl_lens.core import hooks
+from icl_lens.core.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

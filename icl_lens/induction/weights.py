@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from icl_lens import hooks
+from icl_lens.core import hooks
 
 
 @dataclasses.dataclass(frozen=True)

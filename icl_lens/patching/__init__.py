@@ -4,7 +4,7 @@ See ``docs/patching.md`` for the concepts, why the fast engine is exact, and mea
 speed against TransformerLens's own patching.
 """
 
-from icl_lens.ablation import ablate_heads as ablate_heads
+from icl_lens.patching.ablation import ablate_heads as ablate_heads
 from icl_lens.patching.activations import head_activations as head_activations
 from icl_lens.patching.activations import mean_head_activations as mean_head_activations
 from icl_lens.patching.activations import resid_activations as resid_activations

@@ -14,11 +14,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from icl_lens import hooks
-from icl_lens._progress import progress
-from icl_lens.errors import ConfigError
-from icl_lens.patching.fast import last_position_runner
-from icl_lens.prompts import PromptBatch
+from icl_lens.core import hooks
+from icl_lens.core.errors import ConfigError
+from icl_lens.core.progress import progress
+from icl_lens.patching.engine import last_position_runner
+from icl_lens.prompting.prompts import PromptBatch
 
 _RESID = {"resid_pre": hooks.resid_pre, "resid_mid": hooks.resid_mid, "resid_post": hooks.resid_post}
 

@@ -24,15 +24,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from icl_lens import hooks
-from icl_lens.errors import ConfigError, ModelContractError
-from icl_lens.models import model_name
+from icl_lens.core import hooks
+from icl_lens.core.errors import ConfigError, ModelContractError
+from icl_lens.core.models import model_name
 from icl_lens.patching.activations import row_chunks, take_rows
-from icl_lens.patching.fast import CONTROL_TOLERANCE, control_error, last_position_runner
+from icl_lens.patching.engine import CONTROL_TOLERANCE, control_error, last_position_runner
 from icl_lens.patching.metrics import Metric, evaluate_metric, metric_for_rows, metric_name, resolve_metric
 from icl_lens.patching.results import HeadPatchingResult, PatchingAgreement, ResidPatchingResult
 from icl_lens.patching.sweeps import _RESID_HOOKS, _choice, _head_source, _resid_source, _source_rows
-from icl_lens.prompts import PromptBatch
+from icl_lens.prompting.prompts import PromptBatch
 
 TOKENS_PER_BACKWARD = 512
 """Token budget of one full forward + backward (activations are kept for the backward)."""

@@ -14,7 +14,7 @@ Positions: ``None`` (every position), ``"last"`` (the final column: the answer p
 left-padded prompts, and the only column of a one-token step with a key/value cache), an
 ``int`` column, or a ``[batch]`` long tensor with one column per row (``batch.last_pos``).
 
-Head ablation (zero / mean / resample) is :func:`icl_lens.ablation.ablate_heads`,
+Head ablation (zero / mean / resample) is :func:`icl_lens.patching.ablation.ablate_heads`,
 re-exported by :mod:`icl_lens.patching`.
 """
 
@@ -28,8 +28,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from icl_lens import hooks
-from icl_lens.errors import ConfigError
+from icl_lens.core import hooks
+from icl_lens.core.errors import ConfigError
 
 Positions = None | str | int | Int[Tensor, " batch"]
 Heads = None | int | Sequence[int]
@@ -130,7 +130,7 @@ def patch_activation(
     """Replace the activation of ``hook_name`` with ``values`` while the block runs.
 
     Args:
-        hook_name: any TransformerLens hook name (use :mod:`icl_lens.hooks` to build it).
+        hook_name: any TransformerLens hook name (use :mod:`icl_lens.core.hooks` to build it).
         values: broadcastable to the selected slice, or of the activation's full shape
             (then the same slice of ``values`` is used, e.g. another run's cache).
         heads: head index or list, on the head axis of ``[batch, pos, head, d_head]``

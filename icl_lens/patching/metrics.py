@@ -2,7 +2,7 @@
 
 A metric is any callable ``metric(logits, batch) -> values`` where ``logits`` is
 ``[batch, d_vocab]`` (the logits at each prompt's ``last_pos``), ``batch`` is the
-:class:`~icl_lens.prompts.PromptBatch` of those prompts, and ``values`` is ``[batch]``.
+:class:`~icl_lens.prompting.prompts.PromptBatch` of those prompts, and ``values`` is ``[batch]``.
 
 Sweeps call a metric on chunks of prompts. A metric that carries per-prompt data of its
 own (``logit_diff(wrong_ids)``, ``kl_to(reference)``) is a :class:`PromptMetric`, whose
@@ -24,8 +24,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from icl_lens.errors import ConfigError
-from icl_lens.prompts import PromptBatch
+from icl_lens.core.errors import ConfigError
+from icl_lens.prompting.prompts import PromptBatch
 
 Metric = Callable[[Tensor, PromptBatch], Tensor]
 

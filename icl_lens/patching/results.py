@@ -10,8 +10,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from icl_lens.errors import ConfigError
-from icl_lens.results import Result
+from icl_lens.core.errors import ConfigError
+from icl_lens.core.results import Result
 
 
 def _effect_frame(

@@ -7,7 +7,7 @@ evaluated with a metric per prompt. Two exact engines compute the same numbers:
   several per forward pass, which changes nothing in the arithmetic of each);
 * ``"fast"`` (``positions="last"`` only): the prompt runs once and only the answer
   position is recomputed, from the block where the patch applies (see
-  :mod:`icl_lens.patching.fast`).
+  :mod:`icl_lens.patching.engine`).
 
 ``method="auto"`` takes the fast engine where it applies and the plain one elsewhere; the
 result records which one ran. Denoising and noising are the same call with the roles
@@ -26,20 +26,26 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from icl_lens import hooks
-from icl_lens._progress import progress
-from icl_lens.errors import ConfigError, ModelContractError
-from icl_lens.models import model_name
+from icl_lens.core import hooks
+from icl_lens.core.errors import ConfigError, ModelContractError
+from icl_lens.core.models import model_name
+from icl_lens.core.progress import progress
 from icl_lens.patching.activations import (
     head_activations_and_logits,
     resid_activations_and_logits,
     row_chunks,
     take_rows,
 )
-from icl_lens.patching.fast import CONTROL_TOLERANCE, LastPositionRunner, Variants, control_error, last_position_runner
+from icl_lens.patching.engine import (
+    CONTROL_TOLERANCE,
+    LastPositionRunner,
+    Variants,
+    control_error,
+    last_position_runner,
+)
 from icl_lens.patching.metrics import Metric, evaluate_metric, metric_for_rows, metric_name, resolve_metric
 from icl_lens.patching.results import HeadPatchingResult, ResidPatchingResult
-from icl_lens.prompts import PromptBatch
+from icl_lens.prompting.prompts import PromptBatch
 
 TOKENS_PER_FORWARD = 1024
 """Token budget of one full forward (its ``[batch, pos, d_vocab]`` logits dominate memory)."""

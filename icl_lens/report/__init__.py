@@ -4,7 +4,7 @@ Each section calls one public ``icl_lens`` function; a function this version doe
 export yet gives a section with a visible note, and a function that raises gives a
 section with the error, so one missing or broken analysis never costs the others.
 Beside ``report.html`` the output folder holds each result saved with
-:meth:`~icl_lens.results.Result.save` (JSON + safetensors), its figure as a PNG, and
+:meth:`~icl_lens.core.results.Result.save` (JSON + safetensors), its figure as a PNG, and
 ``report.json`` (what ran, how long, where each result is).
 """
 
@@ -19,9 +19,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from icl_lens import hooks
-from icl_lens._progress import progress
-from icl_lens.errors import ConfigError
+from icl_lens.core import hooks
+from icl_lens.core.errors import ConfigError
+from icl_lens.core.progress import progress
+from icl_lens.core.results import Config
 from icl_lens.report.html import esc, page
 from icl_lens.report.sections import (
     SECTION_KEYS,
@@ -33,7 +34,6 @@ from icl_lens.report.sections import (
     overrides_for,
     read_text,
 )
-from icl_lens.results import Config
 
 
 def fast_mode() -> bool:
@@ -139,7 +139,7 @@ def build_report(
         show_progress: progress bar over the sections (default: the global setting).
     """
     import icl_lens as il
-    from icl_lens.models import model_name
+    from icl_lens.core.models import model_name
 
     cfg = config or ReportConfig()
     if overrides:

@@ -8,7 +8,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from icl_lens import hooks
+from icl_lens.core import hooks
 
 
 def repeated_tokens(d_vocab: int, half: int, seed: int, bos: int | None) -> Int[Tensor, "1 pos"]:

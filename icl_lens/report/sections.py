@@ -3,7 +3,7 @@
 A section names a public function of ``icl_lens`` by its name, so the report works with
 whatever this version exports: a function that is not there yet gives a section with a
 visible note instead of an error. Beyond choosing arguments, nothing here knows about a
-particular analysis; results are shown through the :class:`~icl_lens.results.Result`
+particular analysis; results are shown through the :class:`~icl_lens.core.results.Result`
 interface (``summary``, ``to_dataframe``, ``to_png``, ``save``).
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from icl_lens.results import Config
+from icl_lens.core.results import Config
 
 
 def spread_layers(spec: Any, n: int) -> tuple[int, ...]:

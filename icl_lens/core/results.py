@@ -1,0 +1,344 @@
+"""Typed, frozen result objects and configs, saved as safetensors + JSON (never pickle).
+
+Every analysis returns a subclass of :class:`Result`: a frozen dataclass holding tensors,
+plain values and the config that produced it. Subclasses implement ``to_dataframe()`` and
+``_plot(ax)``; this module gives them ``plot()``, ``_repr_html_`` (an HTML table and an
+inline PNG, nothing fetched from the network), and ``save(path)`` / ``load(path)``.
+
+A saved result is a directory holding ``result.json`` (type, config and every non-tensor
+field, human readable) and ``tensors.safetensors``. It is written to a temporary sibling
+directory and renamed into place, so an interrupted save never leaves a directory that
+looks complete.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+
+from icl_lens.core.errors import ConfigError, ResultFileError
+from icl_lens.core.plotting import pyplot
+
+FORMAT_VERSION = 1
+_REGISTRY: dict[str, type] = {}
+
+R = TypeVar("R", bound="Result")
+C = TypeVar("C", bound="Config")
+
+
+def register(cls: type) -> type:
+    """Make a dataclass known to :func:`load_result` (by class name)."""
+    _REGISTRY[cls.__name__] = cls
+    return cls
+
+
+# ---------------------------------------------------------------------------------------
+# configs
+# ---------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Base of every analysis config: frozen, validated, round-trips through a dict."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        register(cls)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _encode_plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(_unknown_fields_message(cls.__name__, unknown, [f.name for f in dataclasses.fields(cls)]))
+        return cls(**{k: _decode_plain(v) for k, v in data.items()})
+
+    def replace(self: C, **changes: Any) -> C:
+        """A copy with some fields changed (validated again).
+
+        Raises:
+            ConfigError: a name that is not a field of this config, naming the valid ones.
+        """
+        names = [f.name for f in dataclasses.fields(self)]
+        unknown = [k for k in changes if k not in names]
+        if unknown:
+            raise ConfigError(_unknown_fields_message(type(self).__name__, unknown, names))
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def resolve(cls: type[C], config: C | None, overrides: dict[str, Any]) -> C:
+        """The config an analysis runs with: ``config`` (default: ``cls()``) with ``overrides`` applied.
+
+        Every analysis calls this with its ``config`` argument and its keyword overrides,
+        so ``analysis(model, task, n_shots=5)`` and ``analysis(model, task,
+        Config(n_shots=5))`` are the same call, and a misspelt override fails naming the
+        valid fields instead of being ignored.
+        """
+        if config is not None and not isinstance(config, cls):
+            raise ConfigError(f"config must be a {cls.__name__}, got {type(config).__name__}")
+        base = config if config is not None else cls()
+        return base.replace(**overrides) if overrides else base
+
+
+def _unknown_fields_message(cls_name: str, unknown: list[str], names: list[str]) -> str:
+    import difflib
+
+    hints = []
+    for k in unknown:
+        close = difflib.get_close_matches(k, names, n=1)
+        hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return f"{cls_name} has no field {', '.join(hints)}; valid fields: {', '.join(names)}"
+
+
+def _encode_plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode_plain(v) for v in value]}
+    if isinstance(value, list):
+        return [_encode_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {"__dict__": [[_encode_plain(k), _encode_plain(v)] for k, v in value.items()]}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            "__dataclass__": type(value).__name__,
+            "fields": {f.name: _encode_plain(getattr(value, f.name)) for f in dataclasses.fields(value)},
+        }
+    if isinstance(value, float | int | str | bool) or value is None:
+        return value
+    if isinstance(value, torch.Tensor):
+        raise ConfigError("tensors belong in result fields, not in configs or metadata")
+    raise ConfigError(f"cannot serialise {type(value).__name__} ({value!r}) to JSON")
+
+
+def _decode_plain(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode_plain(v) for v in value]
+    if isinstance(value, dict):
+        if "__tuple__" in value:
+            return tuple(_decode_plain(v) for v in value["__tuple__"])
+        if "__dict__" in value:
+            return {_decode_plain(k): _decode_plain(v) for k, v in value["__dict__"]}
+        if "__dataclass__" in value:
+            name = value["__dataclass__"]
+            if name not in _REGISTRY:
+                raise ResultFileError(
+                    f"saved file refers to {name!r}, which this version of icl_lens does not "
+                    "know; load it with the icl_lens version that wrote it."
+                )
+            cls = _REGISTRY[name]
+            return cls(**{k: _decode_plain(v) for k, v in value["fields"].items()})
+        return {k: _decode_plain(v) for k, v in value.items()}
+    return value
+
+
+# ---------------------------------------------------------------------------------------
+# results
+# ---------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """Base class of every analysis result.
+
+    Subclasses are frozen dataclasses whose fields are tensors, plain JSON values,
+    tuples/lists/dicts of those, or registered dataclasses (configs, prompt metadata).
+    """
+
+    title: ClassVar[str] = "Result"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Keep the short repr: @dataclass does not replace a __repr__ already in the class.
+        if "__repr__" not in cls.__dict__:
+            cls.__repr__ = Result.__repr__  # type: ignore[method-assign]
+        register(cls)
+
+    # -- tables and pictures --------------------------------------------------------
+    def to_dataframe(self) -> Any:
+        """The result as a tidy pandas DataFrame."""
+        raise NotImplementedError
+
+    def _plot(self, ax: Any) -> None:
+        raise NotImplementedError
+
+    def plot(self, ax: Any = None) -> Any:
+        """Draw the result with matplotlib; returns the figure."""
+        plt = pyplot()
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(6.4, 4.0))
+        else:
+            fig = ax.figure
+        self._plot(ax)
+        fig.tight_layout()
+        return fig
+
+    def summary(self) -> str:
+        """One or two lines for humans (used in ``repr`` and reports)."""
+        return self.title
+
+    def _repr_html_(self) -> str:
+        parts = [f"<h4>{_escape(self.title)}</h4>", f"<p>{_escape(self.summary())}</p>"]
+        try:
+            df = self.to_dataframe()
+            parts.append(df.head(30).to_html(float_format=lambda x: f"{x:.4g}", index=False))
+            if len(df) > 30:
+                parts.append(f"<p>... {len(df)} rows; use .to_dataframe() for all.</p>")
+        except NotImplementedError:
+            pass
+        png = self.to_png()
+        if png is not None:
+            parts.append(f'<img src="data:image/png;base64,{base64.b64encode(png).decode()}"/>')
+        return "\n".join(parts)
+
+    def to_png(self, dpi: int = 100) -> bytes | None:
+        """The plot as PNG bytes, or ``None`` if matplotlib is missing or nothing to plot."""
+        try:
+            plt = pyplot()
+            fig = self.plot()
+        except (ImportError, NotImplementedError):
+            return None
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi)
+        plt.close(fig)
+        return buf.getvalue()
+
+    # -- persistence ------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the result to directory ``path`` (created; replaced if it exists)."""
+        from safetensors.torch import save_file
+
+        target = Path(path)
+        tensors: dict[str, torch.Tensor] = {}
+        fields = {f.name: _encode_field(getattr(self, f.name), f.name, tensors) for f in dataclasses.fields(self)}
+        doc = {"format": "icl_lens.result", "version": FORMAT_VERSION, "type": type(self).__name__, "fields": fields}
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "tensors.safetensors"))
+            (tmp / "result.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False))
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    @classmethod
+    def load(cls: type[R], path: str | os.PathLike[str]) -> R:
+        """Load a result saved with :meth:`save`; checks that it is of this type."""
+        obj = load_result(path)
+        if cls is not Result and not isinstance(obj, cls):
+            raise ResultFileError(
+                f"{path} holds a {type(obj).__name__}, not a {cls.__name__}; "
+                f"use il.load_result(path) to load any result."
+            )
+        return obj  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.summary()}>"
+
+
+def load_result(path: str | os.PathLike[str]) -> Result:
+    """Load any saved result, whatever its type."""
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    meta, tens = p / "result.json", p / "tensors.safetensors"
+    if not meta.is_file() or not tens.is_file():
+        raise ResultFileError(
+            f"{p} is not a saved icl_lens result (expected result.json and tensors.safetensors "
+            "inside). Save one with result.save(path)."
+        )
+    doc = json.loads(meta.read_text())
+    if doc.get("format") != "icl_lens.result":
+        raise ResultFileError(f"{meta} is not an icl_lens result file.")
+    name = doc["type"]
+    if name not in _REGISTRY:
+        raise ResultFileError(f"{p} holds a {name}, unknown to this icl_lens; import the module defining it.")
+    tensors = load_file(str(tens))
+    cls = _REGISTRY[name]
+    kwargs = {k: _decode_field(v, tensors) for k, v in doc["fields"].items()}
+    return cls(**kwargs)
+
+
+def _encode_field(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, torch.Tensor):
+        tensors[key] = value
+        return {"__tensor__": key}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode_field(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_encode_field(v, f"{key}.{i}", tensors) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {
+            "__dict__": [[_encode_plain(k), _encode_field(v, f"{key}.{_keystr(k)}", tensors)] for k, v in value.items()]
+        }
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            "__dataclass__": type(value).__name__,
+            "fields": {
+                f.name: _encode_field(getattr(value, f.name), f"{key}.{f.name}", tensors)
+                for f in dataclasses.fields(value)
+            },
+        }
+    return _encode_plain(value)
+
+
+def _keystr(k: Any) -> str:
+    return "_".join(map(str, k)) if isinstance(k, tuple) else str(k)
+
+
+def _decode_field(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, dict):
+        if "__tensor__" in value:
+            return tensors[value["__tensor__"]]
+        if "__tuple__" in value:
+            return tuple(_decode_field(v, tensors) for v in value["__tuple__"])
+        if "__dict__" in value:
+            return {_decode_plain(k): _decode_field(v, tensors) for k, v in value["__dict__"]}
+        if "__dataclass__" in value:
+            cls = _REGISTRY.get(value["__dataclass__"])
+            if cls is None:
+                raise ResultFileError(f"unknown saved type {value['__dataclass__']!r}")
+            return cls(**{k: _decode_field(v, tensors) for k, v in value["fields"].items()})
+        return {k: _decode_field(v, tensors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_field(v, tensors) for v in value]
+    return value
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text)
+
+
+def results_equal(a: Result, b: Result) -> bool:
+    """True when two results hold the same values (tensors compared exactly)."""
+    if type(a) is not type(b):
+        return False
+    return _equal(dataclasses.asdict(a), dataclasses.asdict(b))
+
+
+def _equal(x: Any, y: Any) -> bool:
+    if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+        return (
+            isinstance(x, torch.Tensor)
+            and isinstance(y, torch.Tensor)
+            and x.dtype == y.dtype
+            and x.shape == y.shape
+            and bool(torch.equal(x.cpu(), y.cpu()))
+        )
+    if isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(_equal(x[k], y[k]) for k in x)
+    if isinstance(x, list | tuple) and isinstance(y, list | tuple):
+        return type(x) is type(y) and len(x) == len(y) and all(_equal(a, b) for a, b in zip(x, y, strict=True))
+    return x == y

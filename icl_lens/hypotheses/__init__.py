@@ -1,0 +1,1 @@
+"""hypotheses layer."""

@@ -1,0 +1,382 @@
+"""Toy transformers trained on random tokens with repeats: where induction heads are born.
+
+Training data (``toy_batch``): every sequence is ``[BOS]`` followed by tokens drawn
+uniformly from ids ``1..d_vocab-1``; then, ``repeats_per_sequence`` times, a segment of
+random length ``L`` (uniform in ``[min_repeat, max_repeat]``) starting at a random
+position ``a`` is copied to a later position ``b >= a + L``: right after the first copy
+(``b = a + L``, as in the classic ``R R`` probe) with probability ``adjacent_fraction``,
+else at a uniformly random place. Nothing about a repeat is at a fixed distance, so the
+only way to predict the second copy is to look up what followed the current token
+earlier: an induction head. (Repeats with a fixed period teach a positional shortcut
+instead: low loss and no induction head. Without adjacent copies, short repeats are
+almost always far apart and the heads learn to ignore close matches.)
+
+Training is seeded and resumable. A run directory holds::
+
+    config.json                      the ToyConfig
+    checkpoints/step_000100.safetensors  model state_dict at that step
+    checkpoints/step_000100.json         step, mean training loss since the last checkpoint
+    resume.safetensors               optimizer state, data RNG state and loss history of
+                                     the latest checkpoint (replaced atomically)
+    complete.json                    written when the last step is done
+
+Resuming from ``resume.safetensors`` gives bit-identical weights to an uninterrupted run
+(same machine and thread count: CPU kernels are deterministic for a fixed set-up).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from icl_lens.core.errors import ConfigError, ResultFileError
+from icl_lens.core.progress import progress
+from icl_lens.core.results import Config, Result
+
+BOS_ID = 0
+_RESUME = "resume.safetensors"
+_COMPLETE = "complete.json"
+_CONFIG = "config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyConfig(Config):
+    """A toy model and how to train it (defaults: the classic 2-layer attention-only run).
+
+    Args:
+        n_layers, n_heads, d_model, d_head, attn_only: the architecture (LayerNorm,
+            learned positional embeddings, no biases' special treatment).
+        d_vocab: vocabulary size; id 0 is BOS, ids ``1..d_vocab-1`` are random tokens.
+        seq_len: tokens per training sequence, BOS included (also the context size).
+        min_repeat, max_repeat: range of repeat lengths (``None``: ``(seq_len - 1) // 2``).
+        adjacent_fraction: probability that the second copy directly follows the first.
+        repeats_per_sequence: repeated segments copied into each sequence.
+        batch_size, n_steps, lr, weight_decay: AdamW training.
+        checkpoint_every: steps between checkpoints (step 0 is always saved).
+        seed: model initialisation and data order.
+    """
+
+    n_layers: int = 2
+    n_heads: int = 4
+    d_model: int = 64
+    d_head: int = 16
+    attn_only: bool = True
+    d_vocab: int = 64
+    seq_len: int = 64
+    min_repeat: int = 3
+    max_repeat: int | None = None
+    adjacent_fraction: float = 0.5
+    repeats_per_sequence: int = 2
+    batch_size: int = 32
+    n_steps: int = 2000
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    checkpoint_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if min(self.n_layers, self.n_heads, self.d_model, self.d_head, self.batch_size, self.checkpoint_every) < 1:
+            raise ConfigError("sizes, batch_size and checkpoint_every must be >= 1")
+        if self.d_vocab < 3:
+            raise ConfigError("d_vocab must be >= 3 (id 0 is BOS)")
+        if self.n_steps < 0:
+            raise ConfigError("n_steps must be >= 0")
+        if not 0.0 <= self.adjacent_fraction <= 1.0:
+            raise ConfigError("adjacent_fraction must be in [0, 1]")
+        if not 1 <= self.min_repeat <= self.repeat_max:
+            raise ConfigError(
+                f"need 1 <= min_repeat <= max_repeat <= (seq_len - 1) // 2, got {self.min_repeat}, {self.repeat_max}"
+            )
+        if self.repeat_max > (self.seq_len - 1) // 2:
+            raise ConfigError(f"max_repeat={self.max_repeat} does not fit twice in seq_len={self.seq_len} after BOS")
+
+    @property
+    def repeat_max(self) -> int:
+        return (self.seq_len - 1) // 2 if self.max_repeat is None else self.max_repeat
+
+    def fingerprint(self) -> str:
+        """Short hash of the config (names the default run directory)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def toy_batch(config: ToyConfig, n: int, generator: torch.Generator) -> Int[Tensor, "n seq"]:
+    """``n`` training sequences (see the module docstring); advances ``generator``."""
+    N = config.seq_len
+    tokens = torch.randint(1, config.d_vocab, (n, N), generator=generator)
+    tokens[:, 0] = BOS_ID
+    pos = torch.arange(N)[None]
+    for _ in range(config.repeats_per_sequence):
+        length = torch.randint(config.min_repeat, config.repeat_max + 1, (n, 1), generator=generator)
+        u = torch.rand(n, 3, generator=generator)
+        first = 1 + (u[:, :1] * (N - 2 * length)).floor().long()  # in [1, N - 2L]
+        gap = (u[:, 1:2] * (N - 2 * length - first + 1)).floor().long()  # second copy in [a + L, N - L]
+        gap = torch.where(u[:, 2:] < config.adjacent_fraction, 0, gap)
+        second = torch.minimum(first + length + gap, N - length)
+        in_copy = (pos >= second) & (pos < second + length)
+        source = torch.where(in_copy, pos - second + first, pos)
+        tokens = tokens.gather(1, source)
+    return tokens
+
+
+def build_toy_model(config: ToyConfig) -> Any:
+    """A freshly initialised (trainable) toy bridge for ``config``."""
+    from icl_lens.core.models import tiny_model
+
+    model = tiny_model(
+        n_layers=config.n_layers,
+        n_heads=config.n_heads,
+        d_model=config.d_model,
+        d_head=config.d_head,
+        attn_only=config.attn_only,
+        n_ctx=config.seq_len,
+        d_vocab=config.d_vocab,
+        tokenizer=None,
+        seed=config.seed,
+        eval_mode=False,
+    )
+    model.cfg.model_name = (
+        f"toy-{config.n_layers}L{config.n_heads}H{'-attn-only' if config.attn_only else ''}-seed{config.seed}"
+    )
+    return model
+
+
+def sequence_loss(model: Any, tokens: Int[Tensor, "batch seq"]) -> Float[Tensor, ""]:
+    """Mean next-token cross-entropy over every position."""
+    logits = model(tokens)
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyRun(Result):
+    """A finished toy training run: its config, where its checkpoints are, its loss curve.
+
+    ``train_loss[s]`` is the training loss of update ``s + 1``. Load a checkpoint with
+    :meth:`model`.
+    """
+
+    title: ClassVar[str] = "Toy training run"
+
+    config: ToyConfig
+    directory: str
+    checkpoint_steps: tuple[int, ...]
+    train_loss: Float[Tensor, " step"]
+
+    def checkpoint_path(self, step: int) -> Path:
+        if step not in self.checkpoint_steps:
+            raise ConfigError(f"no checkpoint at step {step}; saved steps: {self.checkpoint_steps}")
+        return _checkpoint_file(Path(self.directory), step)
+
+    def model(self, step: int | None = None, into: Any = None) -> Any:
+        """The model at checkpoint ``step`` (default: the last), in eval mode.
+
+        ``into``: an existing model of this config to load the weights into (saves the
+        build when looping over checkpoints).
+        """
+        from safetensors.torch import load_file
+
+        step = self.checkpoint_steps[-1] if step is None else step
+        model = into if into is not None else build_toy_model(self.config)
+        model.load_state_dict(load_file(str(self.checkpoint_path(step))))
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
+    def summary(self) -> str:
+        tail = self.train_loss[-100:].mean() if len(self.train_loss) else float("nan")
+        return (
+            f"{self.config.n_layers}-layer {'attention-only ' if self.config.attn_only else ''}toy, "
+            f"{self.config.n_steps} steps, {len(self.checkpoint_steps)} checkpoints, final train loss {float(tail):.3f}"
+        )
+
+    def to_dataframe(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame({"step": range(1, len(self.train_loss) + 1), "train_loss": self.train_loss.numpy()})
+
+    def _plot(self, ax: Any) -> None:
+        ax.plot(range(1, len(self.train_loss) + 1), self.train_loss.numpy(), color="0.7", lw=0.5, label="per step")
+        ax.plot(*moving_average(self.train_loss), color="C0", label="moving average")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("training loss (nats)")
+        ax.legend(fontsize=8)
+
+
+def moving_average(values: Tensor, width: int = 50) -> tuple[Any, Any]:
+    """``(steps, smoothed)`` with a centred window, for plotting loss curves."""
+    width = max(1, min(width, len(values)))
+    kernel = torch.ones(1, 1, width) / width
+    smooth = F.conv1d(values.float()[None, None], kernel).flatten()
+    steps = torch.arange(len(smooth)) + 1 + (width - 1) / 2
+    return steps.numpy(), smooth.numpy()
+
+
+def default_run_directory(config: ToyConfig) -> Path:
+    """``<icl_lens cache>/toy_runs/<config fingerprint>``."""
+    from icl_lens.core.models import cache_dir
+
+    return cache_dir() / "toy_runs" / config.fingerprint()
+
+
+def _checkpoint_file(directory: Path, step: int) -> Path:
+    return directory / "checkpoints" / f"step_{step:06d}.safetensors"
+
+
+def train_toy_model(
+    config: ToyConfig | None = None,
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool = True,
+    stop_after: int | None = None,
+    show_progress: bool | None = None,
+    **overrides: Any,
+) -> ToyRun:
+    """Train a toy model on CPU, checkpointing every ``config.checkpoint_every`` steps.
+
+    Args:
+        config: a :class:`ToyConfig`; keyword ``overrides`` replace its fields.
+        directory: run directory (default :func:`default_run_directory`, so the same
+            config is trained once and then reused).
+        resume: continue from the directory's latest checkpoint if there is one (a
+            finished run is returned as is); ``False`` starts again from step 0.
+        stop_after: stop at this step (a checkpoint is written there) without marking the
+            run complete, e.g. to test resuming. ``None``: train to ``n_steps``.
+    """
+    config = (config or ToyConfig()).replace(**overrides) if overrides else (config or ToyConfig())
+    run_dir = Path(directory) if directory is not None else default_run_directory(config)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    config_file = run_dir / _CONFIG
+    if config_file.exists():
+        saved = ToyConfig.from_dict(json.loads(config_file.read_text())["config"])
+        if saved != config:
+            raise ConfigError(f"{run_dir} holds a run of a different ToyConfig ({saved}); use another directory.")
+    else:
+        _write_json(config_file, {"format": "icl_lens.toy_run", "config": config.to_dict()})
+
+    if resume and (run_dir / _COMPLETE).exists():
+        return load_toy_run(run_dir)
+
+    model = build_toy_model(config)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    losses: list[float] = []
+    done = 0
+    if resume and (run_dir / _RESUME).exists():
+        done, losses = _load_resume_state(run_dir, model, optimizer, generator)
+    else:
+        _save_checkpoint(run_dir, model, optimizer, generator, 0, losses)
+
+    last = config.n_steps if stop_after is None else min(stop_after, config.n_steps)
+    started = time.perf_counter()
+    for step in progress(
+        range(done + 1, last + 1), total=max(0, last - done), desc="training toy", enabled=show_progress
+    ):
+        tokens = toy_batch(config, config.batch_size, generator)
+        loss = sequence_loss(model, tokens)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if step % config.checkpoint_every == 0 or step == last:
+            _save_checkpoint(run_dir, model, optimizer, generator, step, losses)
+    if last == config.n_steps:
+        _write_json(
+            run_dir / _COMPLETE, {"n_steps": config.n_steps, "seconds_last_session": time.perf_counter() - started}
+        )
+    return load_toy_run(run_dir)
+
+
+def load_toy_run(directory: str | os.PathLike[str]) -> ToyRun:
+    """Open a run directory written by :func:`train_toy_model` (finished or not)."""
+    from safetensors import safe_open
+
+    run_dir = Path(directory)
+    if not (run_dir / _CONFIG).exists() or not (run_dir / _RESUME).exists():
+        raise ResultFileError(
+            f"{run_dir} is not a toy run directory (no {_CONFIG} / {_RESUME}); train one with il.train_toy_model."
+        )
+    config = ToyConfig.from_dict(json.loads((run_dir / _CONFIG).read_text())["config"])
+    with safe_open(str(run_dir / _RESUME), framework="pt") as f:
+        losses = f.get_tensor("train_loss")
+        last_step = int(json.loads(f.metadata()["state"])["step"])
+    steps = sorted(
+        int(p.stem.split("_")[1])
+        for p in (run_dir / "checkpoints").glob("step_*.safetensors")
+        if int(p.stem.split("_")[1]) <= last_step
+    )
+    return ToyRun(
+        config=config, directory=str(run_dir), checkpoint_steps=tuple(steps), train_loss=losses[:last_step].clone()
+    )
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(
+    run_dir: Path,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    step: int,
+    losses: list[float],
+) -> None:
+    from safetensors.torch import save_file
+
+    ckpt = _checkpoint_file(run_dir, step)
+    tmp = ckpt.with_name(f".{ckpt.name}.tmp")
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, ckpt)
+    every = ToyConfig.from_dict(json.loads((run_dir / _CONFIG).read_text())["config"]).checkpoint_every
+    recent = losses[-((step - 1) % every + 1) :] if step else []
+    _write_json(
+        ckpt.with_suffix(".json"),
+        {"step": step, "train_loss_since_previous_checkpoint": sum(recent) / len(recent) if recent else None},
+    )
+    # Optimizer moments, data RNG and loss history: everything a bit-identical resume needs.
+    opt_state = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {
+        "rng_state": generator.get_state(),
+        "train_loss": torch.tensor(losses, dtype=torch.float64),
+    }
+    for idx, state in opt_state["state"].items():
+        for key, value in state.items():
+            tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value).detach().clone().contiguous()
+    meta = {"state": json.dumps({"step": step, "param_groups": opt_state["param_groups"]})}
+    tmp = run_dir / f".{_RESUME}.tmp"
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, run_dir / _RESUME)
+
+
+def _load_resume_state(
+    run_dir: Path, model: Any, optimizer: torch.optim.Optimizer, generator: torch.Generator
+) -> tuple[int, list[float]]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(run_dir / _RESUME), framework="pt") as f:
+        meta = json.loads(f.metadata()["state"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    step = int(meta["step"])
+    model.load_state_dict(load_file(str(_checkpoint_file(run_dir, step))))
+    state: dict[int, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    generator.set_state(tensors["rng_state"])
+    return step, [float(x) for x in tensors["train_loss"].tolist()]

@@ -1,0 +1,317 @@
+"""Does an implanted vector reproduce in-context learning?
+
+:func:`evaluate_implant` takes a function vector (added to the residual stream after
+block ``L`` at the answer position) or a task vector (replacing it there) and measures,
+on held-out test queries of the task:
+
+1. top-1 accuracy of zero-shot, zero-shot + vector, ICL, shuffled-label ICL and
+   shuffled-label + vector, and the fraction of ICL accuracy the vector recovers;
+2. how close the implanted next-token distribution is to ICL's: ``KL(ICL || condition)``
+   per query and the agreement of the top-1 tokens, not only accuracy;
+3. a layer sweep (zero-shot + vector at every layer) on the dev and test queries; the
+   layer is chosen on dev;
+4. task specificity: a matrix of "vector of task A applied to zero-shot queries of task
+   B", with a no-vector row, so that a generic "answer something" signal would show up as
+   high accuracy off the diagonal;
+5. a natural-text check: the vector put into a sentence (``The word "x" means``) and a
+   few greedy tokens generated with and without it.
+
+Splits: the vector's own split (same fractions and seed) is used, so the test queries
+were never seen while extracting the vector; ICL demonstrations come from the train part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from icl_lens.core import hooks
+from icl_lens.core.errors import ConfigError
+from icl_lens.core.progress import progress
+from icl_lens.patching.steering import baseline_and_implanted_logprobs, implant, implanted_logprobs, layer_sweep
+from icl_lens.prompting.evaluation import answer_logprobs
+from icl_lens.prompting.prompts import PromptBatch, build_prompts
+from icl_lens.prompting.tasks import Task, load_task
+from icl_lens.vectors.common import (
+    VectorMismatchError,
+    kl_divergence,
+    n_queries,
+    split_task,
+    top1_correct,
+)
+from icl_lens.vectors.function_vectors import FunctionVectorResult
+from icl_lens.vectors.implant_result import CONDITIONS, ImplantConfig, ImplantResult
+from icl_lens.vectors.task_vectors import TaskVectorResult
+
+Vector = FunctionVectorResult | TaskVectorResult
+
+__all__ = [
+    "CONDITIONS",
+    "ImplantConfig",
+    "ImplantResult",
+    "VectorMismatchError",
+    "evaluate_implant",
+]
+
+
+# ---------------------------------------------------------------------------------------
+def _label(vector: Vector) -> str:
+    return f"{vector.origin.task} ({vector.kind})"
+
+
+def _operation(vector: Vector) -> str:
+    return "add" if isinstance(vector, FunctionVectorResult) else "replace"
+
+
+def _vectors_by_layer(vector: Vector, n_layers: int) -> Float[Tensor, "n_layers d_model"]:
+    if isinstance(vector, TaskVectorResult):
+        return vector.vectors.float()
+    return vector.vector.float()[None].expand(n_layers, -1)
+
+
+def evaluate_implant(
+    model: Any,
+    task: Task | str | None,
+    vector: Vector,
+    config: ImplantConfig | None = None,
+    *,
+    other_vectors: Sequence[Vector] = (),
+    show_progress: bool | None = None,
+    **overrides: Any,
+) -> ImplantResult:
+    """Measure how much of ICL an implanted function or task vector reproduces.
+
+    Args:
+        model: the model the vector was read from (same name and weight-processing mode;
+            anything else raises :class:`VectorMismatchError`).
+        task: the task whose held-out queries are used (``None``: the vector's own task).
+        vector: a :class:`FunctionVectorResult` (added) or :class:`TaskVectorResult`
+            (replaces the residual stream).
+        config: :class:`ImplantConfig`; keyword ``overrides`` replace its fields.
+        other_vectors: vectors of other tasks, to fill the specificity matrix with their
+            rows (they go in at the same layer as ``vector``).
+        show_progress: progress bars (default: the global setting).
+    """
+    cfg = config or ImplantConfig()
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    if not isinstance(vector, FunctionVectorResult | TaskVectorResult):
+        raise ConfigError(
+            f"vector must be a FunctionVectorResult or TaskVectorResult (from il.function_vector / "
+            f"il.task_vector or il.load_result), got {type(vector).__name__}"
+        )
+    for v in (vector, *other_vectors):
+        v.origin.check_model(model, what=f"the {v.kind} vector of {v.origin.task!r}")
+    task = load_task(task if task is not None else (vector.origin.task_data or vector.origin.task))
+    s = hooks.spec(model)
+    origin = vector.origin
+    operation = _operation(vector)
+    template = origin.template
+    n_shots = origin.n_shots
+    train, dev, test = split_task(task, origin.split, origin.split_seed)
+    if len(train) < n_shots + 1:
+        raise ConfigError(f"the train part of task {task.name!r} has {len(train)} pairs, too few for {n_shots} shots")
+    layers = cfg.layers if cfg.layers is not None else tuple(range(s.n_layers))
+    if any(not 0 <= l < s.n_layers for l in layers):
+        raise ConfigError(f"layers {layers} out of range for a {s.n_layers}-layer model")
+    vectors = _vectors_by_layer(vector, s.n_layers)
+    steps = progress(range(6), total=6, desc="evaluate_implant", enabled=show_progress)
+    next(steps, None)
+
+    def prompts(pool: Task, kind: str, n: int) -> PromptBatch:
+        shots = 0 if kind == "zero_shot" else n_shots
+        demos = None if kind == "zero_shot" else train
+        return build_prompts(model, pool, shots, n_queries(n, pool), cfg.seed, template, kind=kind, demos_from=demos)
+
+    test_zs, test_icl, test_shuf = (prompts(test, k, cfg.n_test) for k in ("zero_shot", "clean", "shuffled"))
+    dev_zs = prompts(dev, "zero_shot", cfg.n_dev)
+
+    # 3. the layer sweep (dev chooses, test is reported)
+    sweep = dict(
+        vectors=vectors,
+        operation=operation,
+        layers=layers,
+        scale=cfg.scale,
+        batch_size=cfg.batch_size,
+        method=cfg.method,
+        show_progress=False,
+    )
+    dev_correct = layer_sweep(model, dev_zs, **sweep)
+    test_correct_by_layer = layer_sweep(model, test_zs, **sweep)
+    next(steps, None)
+    if isinstance(cfg.layer, int) and not isinstance(cfg.layer, bool):
+        layer, choice = int(cfg.layer), "given"
+        if not 0 <= layer < s.n_layers:
+            raise ConfigError(f"layer {layer} out of range for a {s.n_layers}-layer model")
+    elif cfg.layer == "default":
+        layer, choice = int(vector.layer), "the vector's default layer"
+    else:
+        layer, choice = _choose_on_dev(model, dev_zs, dev_correct, layers, vectors, operation, cfg), "best on dev"
+
+    # 1-2. accuracy and distributions at the chosen layer
+    put = dict(vector=vectors[layer], layer=layer, operation=operation, scale=cfg.scale, batch_size=cfg.batch_size)
+    lp: dict[str, Tensor] = {"icl": answer_logprobs(model, test_icl, batch_size=cfg.batch_size)}
+    lp["zero_shot"], lp["zero_shot+vector"] = baseline_and_implanted_logprobs(model, test_zs, **put)
+    next(steps, None)
+    lp["shuffled"], lp["shuffled+vector"] = baseline_and_implanted_logprobs(model, test_shuf, **put)
+    next(steps, None)
+    answers = test_zs.answer_ids
+    correct = torch.stack([top1_correct(lp[c], answers) for c in CONDITIONS])
+    prob = torch.stack([lp[c].gather(1, answers[:, None]).squeeze(1).exp() for c in CONDITIONS])
+    kl = torch.stack([kl_divergence(lp["icl"], lp[c]) for c in CONDITIONS])
+    icl_top = lp["icl"].argmax(-1)
+    agree = torch.stack([(lp[c].argmax(-1) == icl_top).float().mean() for c in CONDITIONS])
+
+    # 4. specificity
+    spec_rows, spec_cols, spec = _specificity(model, task, vector, other_vectors, layer, cfg)
+    next(steps, None)
+
+    # 5. natural text
+    nat_prompts, plain, implanted = _natural_text(model, test, vectors[layer], layer, operation, cfg)
+    next(steps, None)
+    for _ in steps:
+        pass
+
+    return ImplantResult(
+        origin=origin,
+        config=cfg,
+        vector_kind=vector.kind,
+        operation=operation,
+        task=task.name,
+        layer=layer,
+        layer_choice=choice,
+        conditions=CONDITIONS,
+        accuracy=correct.float().mean(-1),
+        correct=correct,
+        answer_prob=prob,
+        kl_to_icl=kl,
+        top1_agreement=agree,
+        queries=test_zs.queries,
+        answers=test_zs.answers,
+        layers=tuple(layers),
+        layer_dev_accuracy=dev_correct.float().mean(-1),
+        layer_test_accuracy=test_correct_by_layer.float().mean(-1),
+        specificity_vectors=spec_rows,
+        specificity_tasks=spec_cols,
+        specificity=spec,
+        natural_prompts=nat_prompts,
+        natural_plain=plain,
+        natural_implanted=implanted,
+        n_test=len(test_zs),
+        n_dev=len(dev_zs),
+    )
+
+
+def _choose_on_dev(
+    model: Any,
+    dev_zs: PromptBatch,
+    dev_correct: Bool[Tensor, "layers dev"],
+    layers: Sequence[int],
+    vectors: Float[Tensor, "n_layers d_model"],
+    operation: str,
+    cfg: ImplantConfig,
+) -> int:
+    """The layer with the best dev accuracy; ties broken by the mean probability of the answer."""
+    acc = dev_correct.float().mean(-1)
+    tied = [layers[i] for i in range(len(layers)) if float(acc[i]) == float(acc.max())]
+    if len(tied) == 1:
+        return int(tied[0])
+    best, best_prob = tied[0], -1.0
+    for l in tied:
+        lp = implanted_logprobs(
+            model, dev_zs, vector=vectors[l], layer=l, operation=operation, scale=cfg.scale, batch_size=cfg.batch_size
+        )
+        p = float(lp.gather(1, dev_zs.answer_ids[:, None]).exp().mean())
+        if p > best_prob:
+            best, best_prob = l, p
+    return int(best)
+
+
+def _specificity(
+    model: Any, task: Task, vector: Vector, others: Sequence[Vector], layer: int, cfg: ImplantConfig
+) -> tuple[tuple[str, ...], tuple[str, ...], Float[Tensor, "vectors tasks"]]:
+    """Rows: no vector, then each vector; columns: this task, then the other tasks."""
+    s = hooks.spec(model)
+    origin = vector.origin
+    columns: list[Task] = [task]
+    for t in (*cfg.specificity_tasks, *(o.origin.task_data or o.origin.task for o in others)):
+        loaded = load_task(t)
+        if loaded.name not in {c.name for c in columns}:
+            columns.append(loaded)
+    rows: list[Vector | None] = [None, vector, *others]
+    out = torch.zeros(len(rows), len(columns))
+    for j, col in enumerate(columns):
+        test = split_task(col, origin.split, origin.split_seed)[2]
+        batch = build_prompts(
+            model, test, 0, n_queries(cfg.n_specificity, test), cfg.seed, origin.template, kind="zero_shot"
+        )
+        for i, row in enumerate(rows):
+            if row is None:
+                lp = answer_logprobs(model, batch, batch_size=cfg.batch_size)
+            else:
+                lp = implanted_logprobs(
+                    model,
+                    batch,
+                    vector=_vectors_by_layer(row, s.n_layers)[layer],
+                    layer=layer,
+                    operation=_operation(row),
+                    scale=cfg.scale,
+                    batch_size=cfg.batch_size,
+                )
+            out[i, j] = top1_correct(lp, batch.answer_ids).float().mean()
+    labels = ("no vector", *(_label(r) for r in rows[1:] if r is not None))
+    return labels, tuple(c.name for c in columns), out
+
+
+def _natural_text(
+    model: Any, test: Task, vector: Float[Tensor, " d_model"], layer: int, operation: str, cfg: ImplantConfig
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """Greedy continuations of ``natural_template`` with and without the vector at its last token."""
+    if cfg.n_natural == 0 or cfg.n_generate == 0:
+        return (), (), ()
+    texts = tuple(cfg.natural_template.replace("{input}", x) for x, _ in test.pairs[: cfg.n_natural])
+    tokens, mask = _left_padded(model, texts)
+    plain = _greedy(model, tokens, mask, cfg.n_generate, None)
+    implanted = _greedy(model, tokens, mask, cfg.n_generate, (vector, layer, operation, cfg.scale))
+    return texts, plain, implanted
+
+
+def _left_padded(model: Any, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+    """Token ids (with BOS where the model prepends one) left-padded, and their attention mask."""
+    tok = model.tokenizer
+    bos = [tok.bos_token_id] if getattr(model.cfg, "default_prepend_bos", True) and tok.bos_token_id is not None else []
+    rows = [bos + list(tok.encode(t, add_special_tokens=False)) for t in texts]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    width = max(len(r) for r in rows)
+    tokens = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        tokens[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return tokens, mask
+
+
+def _greedy(
+    model: Any, tokens: Tensor, mask: Tensor, n_new: int, put: tuple[Tensor, int, str, float] | None
+) -> tuple[str, ...]:
+    """``n_new`` greedy tokens; the vector (if any) goes in at the prompt's last token only."""
+    where = tokens.shape[1] - 1  # left padding: every prompt ends in this column
+    new: list[Tensor] = []
+    with torch.no_grad():
+        for _ in range(n_new):
+            if put is None:
+                logits = hooks.forward(model, tokens, mask)
+            else:
+                vec, layer, operation, scale = put
+                with implant(model, where, vector=vec, layer=layer, operation=operation, scale=scale):
+                    logits = hooks.forward(model, tokens, mask)
+            nxt = logits[:, -1].argmax(-1).cpu()
+            new.append(nxt)
+            tokens = torch.cat([tokens, nxt[:, None]], 1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+    gen = torch.stack(new, 1)
+    return tuple(model.tokenizer.decode(row.tolist()) for row in gen)
