@@ -11,6 +11,10 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from icl_lens.core.hooks import HookedModel
 
 DEMO_TASKS = ("antonym", "country_capital", "english_french", "present_past", "uppercase", "next_item")
 
@@ -26,14 +30,14 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def _cmd_accuracy(args: argparse.Namespace) -> int:
-    import icl_lens as il
+    from icl_lens.prompting.evaluation import IclEvalConfig, evaluate_icl
+    from icl_lens.prompting.tasks import list_tasks
 
     t0 = time.perf_counter()
-    model = il.load_model(args.model)
-    print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    tasks = args.tasks or [t for t in DEMO_TASKS if t in il.list_tasks()]
-    cfg = il.IclEvalConfig(shots=tuple(args.shots), n_prompts=args.n_prompts, seed=args.seed, template=args.template)
-    result = il.evaluate_icl(model, tasks, config=cfg)
+    model = _load(args)
+    tasks = args.tasks or [t for t in DEMO_TASKS if t in list_tasks()]
+    cfg = IclEvalConfig(shots=tuple(args.shots), n_prompts=args.n_prompts, seed=args.seed, template=args.template)
+    result = evaluate_icl(model, tasks, config=cfg)
     table = result.table()
     text = table.to_string(float_format=lambda x: f"{x:.0%}")
     print(f"\nFirst-token top-1 accuracy by number of demonstrations ({args.n_prompts} prompts per cell):\n")
@@ -54,11 +58,11 @@ def _size(args: argparse.Namespace) -> str:
     return args.size or ("tiny" if fast_mode() else "small")
 
 
-def _load(args: argparse.Namespace) -> object:
-    import icl_lens as il
+def _load(args: argparse.Namespace) -> HookedModel:
+    from icl_lens.core.models import load_model
 
     t0 = time.perf_counter()
-    model = il.load_model(args.model)
+    model = load_model(args.model)
     print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return model
 
@@ -89,27 +93,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_single(args: argparse.Namespace) -> int:
     """``induction``, ``fv``, ``tv``: one report section, printed and saved."""
-    import icl_lens as il
-    from icl_lens.report import SECTIONS, SectionOutcome, run_section
-    from icl_lens.report.sections import RunContext
+    from icl_lens.core.hooks import spec
+    from icl_lens.prompting.tasks import load_task
+    from icl_lens.report import RunContext, run_section, section
 
-    section = next(s for s in SECTIONS if s.key == args.section)
-    if getattr(il, section.function, None) is None:
-        print(f"il.{section.function} is not part of this version of icl_lens yet.", file=sys.stderr)
-        return 2
+    chosen = section(args.section)
     model = _load(args)
-    task = il.load_task(args.task) if getattr(args, "task", None) else None
-    ctx = RunContext(model=model, task=task, size=_size(args), seed=args.seed, text=None)
+    task = load_task(args.task) if getattr(args, "task", None) else load_task("antonym")
+    ctx = RunContext(model=model, task=task)
     out = Path(args.out)
-    outcome: SectionOutcome = run_section(il, section, ctx, out, None)
+    outcome = run_section(chosen, ctx, chosen.config_for(_size(args), spec(model), args.seed), out)
     if outcome.status != "ok":
-        print(f"{section.title}: {outcome.status}: {outcome.note}", file=sys.stderr)
-        if outcome.traceback:
-            print(outcome.traceback, file=sys.stderr)
+        print(f"{chosen.title}: {outcome.status}: {outcome.note}", file=sys.stderr)
         return 1
     print(outcome.result.to_dataframe().head(args.rows).to_string())
     print(f"\n{outcome.summary}  [{outcome.seconds:.0f} s]")
-    print(f"wrote {out / outcome.saved}/ (il.load_result) and {out / 'figures' / (section.key + '.png')}")
+    print(f"wrote {out / outcome.saved}/ (il.load_result) and {out / 'figures' / (chosen.key + '.png')}")
     return 0
 
 

@@ -82,11 +82,6 @@ def attn_out(layer: int) -> str:
     return f"blocks.{layer}.hook_attn_out"
 
 
-def mlp_out(layer: int) -> str:
-    """Output of the MLP of block ``layer``."""
-    return f"blocks.{layer}.hook_mlp_out"
-
-
 def z(layer: int) -> str:
     """Per-head attention output before W_O (``[batch, pos, n_heads, d_head]``)."""
     return f"blocks.{layer}.attn.hook_z"
@@ -109,9 +104,6 @@ def k(layer: int) -> str:
 def v(layer: int) -> str:
     """Values; ``n_kv_heads`` heads under grouped-query attention."""
     return f"blocks.{layer}.attn.hook_v"
-
-
-EMBED = "hook_embed"
 
 
 # ---------------------------------------------------------------------------------------
@@ -144,11 +136,8 @@ class ModelSpec:
         """Key/value head read by query head ``head``."""
         return head // self.group_size
 
-    def head_labels(self) -> list[str]:
-        return [f"L{l}H{h}" for l in range(self.n_layers) for h in range(self.n_heads)]
 
-
-def spec(model: Any) -> ModelSpec:
+def spec(model: HookedModel) -> ModelSpec:
     """Read a :class:`ModelSpec` from any model that has a TransformerLens ``cfg``."""
     cfg = getattr(model, "cfg", None)
     if cfg is None or not hasattr(cfg, "n_layers"):
@@ -171,7 +160,7 @@ def spec(model: Any) -> ModelSpec:
     )
 
 
-def device_of(model: Any) -> torch.device:
+def device_of(model: HookedModel) -> torch.device:
     """Device of the model's embedding (where input tokens must go)."""
     cfg_device = getattr(getattr(model, "cfg", None), "device", None)
     try:
@@ -183,7 +172,7 @@ def device_of(model: Any) -> torch.device:
 # ---------------------------------------------------------------------------------------
 # weights
 # ---------------------------------------------------------------------------------------
-def W_O(model: Any, layer: int) -> Float[Tensor, "n_heads d_head d_model"]:
+def W_O(model: HookedModel, layer: int) -> Float[Tensor, "n_heads d_head d_model"]:
     """Per-head output matrix of ``layer``: a head's output is ``z[h] @ W_O[h]``."""
     w = model.blocks[layer].attn.W_O
     s = spec(model)
@@ -194,7 +183,7 @@ def W_O(model: Any, layer: int) -> Float[Tensor, "n_heads d_head d_model"]:
     return w.detach()
 
 
-def b_O(model: Any, layer: int) -> Float[Tensor, " d_model"]:
+def b_O(model: HookedModel, layer: int) -> Float[Tensor, " d_model"]:
     """Output bias of the attention layer; zeros on bias-free models (e.g. Llama family).
 
     The bias belongs to the layer, not to any head: per-head outputs exclude it.
@@ -209,18 +198,18 @@ def b_O(model: Any, layer: int) -> Float[Tensor, " d_model"]:
     return b.detach()
 
 
-def W_U(model: Any) -> Float[Tensor, "d_model d_vocab"]:
+def W_U(model: HookedModel) -> Float[Tensor, "d_model d_vocab"]:
     return model.W_U.detach()
 
 
-def W_E(model: Any) -> Float[Tensor, "d_vocab d_model"]:
+def W_E(model: HookedModel) -> Float[Tensor, "d_vocab d_model"]:
     return model.W_E.detach()
 
 
 # ---------------------------------------------------------------------------------------
 # running
 # ---------------------------------------------------------------------------------------
-def count_hooks(model: Any) -> int:
+def count_hooks(model: HookedModel) -> int:
     """Number of hook functions currently attached to the model's hook points.
 
     Used by tests (and users) to check that no intervention leaked a hook.
@@ -234,7 +223,7 @@ def count_hooks(model: Any) -> int:
     return total
 
 
-def _hook_points(model: Any) -> list[Any]:
+def _hook_points(model: HookedModel) -> list[Any]:
     hook_dict = getattr(model, "hook_dict", None)
     if hook_dict is None:
         return []
@@ -245,7 +234,7 @@ def _hook_points(model: Any) -> list[Any]:
 
 
 @contextlib.contextmanager
-def attached(model: Any, fwd_hooks: FwdHooks = (), bwd_hooks: FwdHooks = ()) -> Iterator[Any]:
+def attached(model: HookedModel, fwd_hooks: FwdHooks = (), bwd_hooks: FwdHooks = ()) -> Iterator[Any]:
     """Attach hooks for the duration of a ``with`` block; removed even if the body raises."""
     if not fwd_hooks and not bwd_hooks:
         yield model
@@ -265,7 +254,7 @@ def attached(model: Any, fwd_hooks: FwdHooks = (), bwd_hooks: FwdHooks = ()) -> 
 
 
 def forward(
-    model: Any,
+    model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
     attention_mask: Int[Tensor, "batch pos"] | None = None,
     fwd_hooks: FwdHooks = (),
@@ -282,7 +271,7 @@ def forward(
 
 
 def run_with_cache(
-    model: Any,
+    model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
     names: Sequence[str],
     attention_mask: Int[Tensor, "batch pos"] | None = None,

@@ -14,9 +14,6 @@ The rule, field by field, for parts of one result type:
   agree (to float rounding), else the parts are not of one sweep;
 * every other field (configs, metadata, integer tensors) must be equal in all parts,
   unless ``replace`` gives the merged value (a config listing all swept heads, say).
-
-A result type can take over with a classmethod ``merge_parts(parts)`` when its fields
-need more than this (means over prompts that must be recomputed from per-prompt values).
 """
 
 from __future__ import annotations
@@ -63,9 +60,6 @@ def merge_results(
     others = sorted({type(p).__name__ for p in loaded if type(p) is not cls})
     if others:
         raise ResultFileError(f"cannot merge a {cls.__name__} with {', '.join(others)}: parts must be of one sweep")
-    custom = getattr(cls, "merge_parts", None)
-    if custom is not None:
-        return custom(loaded)
     concat = dict(concat or {})
     replace = dict(replace or {})
     names = {f.name for f in dataclasses.fields(cls)}

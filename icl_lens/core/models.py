@@ -19,13 +19,14 @@ import shutil
 import string
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from icl_lens.core.errors import ModelNotAvailableError
+from icl_lens.core.hooks import HookedModel
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     **boot_kwargs: Any,
-) -> Any:
+) -> HookedModel:
     """Load a model as a TransformerLens ``TransformerBridge``, ready for analysis.
 
     Args:
@@ -327,7 +328,7 @@ def tiny_model(
     seed: int = 0,
     compatibility_mode: bool = False,
     eval_mode: bool = True,
-) -> Any:
+) -> HookedModel:
     """A random-weight ``TransformerBridge`` built natively (no download, ~0.3 s).
 
     Args:
@@ -377,16 +378,6 @@ def tiny_model(
     return _prepare(bridge, compatibility_mode)
 
 
-def model_name(model: Any) -> str:
+def model_name(model: HookedModel) -> str:
     """A short name for a model, used in result metadata."""
     return str(getattr(getattr(model, "cfg", None), "model_name", type(model).__name__))
-
-
-def tokens_of(model: Any, texts: Sequence[str]) -> list[list[int]]:
-    """Token ids of each text without special tokens (raises a clear error without a tokenizer)."""
-    tok = getattr(model, "tokenizer", None)
-    if tok is None:
-        raise ModelNotAvailableError(
-            "this model has no tokenizer; string APIs need one (tiny_model(tokenizer='char'))."
-        )
-    return [list(tok.encode(t, add_special_tokens=False)) for t in texts]

@@ -62,9 +62,7 @@ def proportion_interval(successes: int, n: int, confidence: float = CONFIDENCE) 
     return float(ci.low), float(ci.high)
 
 
-def accuracy_interval(
-    correct: Tensor, confidence: float = CONFIDENCE
-) -> tuple[Tensor, Tensor]:
+def accuracy_interval(correct: Tensor, confidence: float = CONFIDENCE) -> tuple[Tensor, Tensor]:
     """Wilson intervals of the accuracy over the last axis of a boolean ``correct`` tensor.
 
     Returns ``(ci_low, ci_high)`` shaped like ``correct`` without its last axis.
@@ -147,9 +145,7 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     return float(binomtest(int(a_only), m, 0.5).pvalue)
 
 
-def _bootstrap_ci(
-    data: Sequence[np.ndarray], statistic: Any, seed: int, confidence: float
-) -> tuple[float, float]:
+def _bootstrap_ci(data: Sequence[np.ndarray], statistic: Any, seed: int, confidence: float) -> tuple[float, float]:
     """Paired percentile bootstrap; a constant statistic gives a zero-width interval."""
     from scipy.stats import bootstrap
 

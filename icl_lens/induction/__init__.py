@@ -7,11 +7,14 @@
 * :mod:`~icl_lens.induction.confirm`: ablate the top heads vs random heads.
 """
 
-from icl_lens.induction.confirm import AblationCheckConfig as AblationCheckConfig
-from icl_lens.induction.confirm import InductionAblationResult as InductionAblationResult
-from icl_lens.induction.confirm import confirm_induction_heads as confirm_induction_heads
-from icl_lens.induction.detectors import InductionConfig as InductionConfig
-from icl_lens.induction.detectors import InductionHeadsResult as InductionHeadsResult
-from icl_lens.induction.detectors import find_induction_heads as find_induction_heads
-from icl_lens.induction.views import OfflineHTML as OfflineHTML
-from icl_lens.induction.views import attention_view as attention_view
+from icl_lens.induction.confirm import (
+    AblationCheckConfig as AblationCheckConfig,
+    InductionAblationResult as InductionAblationResult,
+    confirm_induction_heads as confirm_induction_heads,
+)
+from icl_lens.induction.detectors import (
+    InductionConfig as InductionConfig,
+    InductionHeadsResult as InductionHeadsResult,
+    find_induction_heads as find_induction_heads,
+)
+from icl_lens.induction.views import OfflineHTML as OfflineHTML, attention_view as attention_view

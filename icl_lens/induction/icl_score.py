@@ -27,7 +27,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,9 +36,11 @@ from torch import Tensor
 
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError, ModelNotAvailableError
+from icl_lens.core.hooks import HookedModel
 from icl_lens.core.models import model_name
 from icl_lens.core.progress import progress
-from icl_lens.core.results import Config, Result
+from icl_lens.core.results import Config
+from icl_lens.induction.icl_score_result import IclScoreResult, _window
 
 CORPUS_FILE = "persuasion_ch01-12.txt"
 
@@ -95,95 +97,8 @@ class IclScoreConfig(Config):
         return _window(self.late, self.window)
 
 
-def _window(center: int, rel: float) -> tuple[int, int]:
-    half = int(round(center * rel))
-    return max(1, center - half), center + half + 1
-
-
-@dataclasses.dataclass(frozen=True)
-class IclScoreResult(Result):
-    """Per-token loss by position and the ICL score (``loss@late - loss@early``).
-
-    ``loss[c, p]`` is the loss at position ``p`` of context ``c`` (NaN at position 0, which
-    predicts nothing). ``bin_positions``/``bin_loss`` are the log-spaced bins and
-    ``derivative`` is ``d loss / d ln(position)`` between neighbouring bins (at
-    ``derivative_positions``).
-    """
-
-    title: ClassVar[str] = "ICL score"
-
-    config: IclScoreConfig
-    model_name: str
-    loss: Float[Tensor, "context pos"]
-    icl_score: float
-    icl_score_sem: float
-    early_loss: float
-    late_loss: float
-    slope: float
-    bin_positions: Float[Tensor, " bin"]
-    bin_loss: Float[Tensor, " bin"]
-    derivative_positions: Float[Tensor, " bin_minus_one"]
-    derivative: Float[Tensor, " bin_minus_one"]
-
-    @property
-    def mean_loss(self) -> Float[Tensor, " pos"]:
-        """Loss at each position averaged over contexts."""
-        return self.loss.nanmean(0)
-
-    def summary(self) -> str:
-        e0, e1 = self.config.early_window
-        l0, l1 = self.config.late_window
-        return (
-            f"{self.model_name}: ICL score = loss@{self.config.late} - loss@{self.config.early} = "
-            f"{self.icl_score:+.3f} ± {self.icl_score_sem:.3f} nats (positions {l0}-{l1 - 1} vs {e0}-{e1 - 1}, "
-            f"{self.loss.shape[0]} contexts; negative = learns in context); d loss/d ln(pos) = {self.slope:+.3f}"
-        )
-
-    def to_dataframe(self) -> Any:
-        import pandas as pd
-
-        n = self.loss.shape[0]
-        mean = self.mean_loss
-        sem = self.loss.std(0) / math.sqrt(n) if n > 1 else torch.full_like(mean, float("nan"))
-        pos = torch.arange(self.loss.shape[1])
-        return pd.DataFrame({"position": pos[1:].numpy(), "loss": mean[1:].numpy(), "sem": sem[1:].numpy()})
-
-    def _plot(self, ax: Any) -> None:
-        pos = torch.arange(1, self.loss.shape[1])
-        ax.plot(pos.numpy(), self.mean_loss[1:].numpy(), color="0.75", lw=0.7, label="mean over contexts")
-        ax.plot(self.bin_positions.numpy(), self.bin_loss.numpy(), "o-", color="C0", label="log-spaced bins")
-        for (a, b), color in ((self.config.early_window, "C2"), (self.config.late_window, "C3")):
-            ax.axvspan(a, b - 1, color=color, alpha=0.2)
-        ax.set_xscale("log")
-        ax.set_xlabel("token position in context")
-        ax.set_ylabel("loss (nats)")
-        ax.set_title(
-            f"{self.model_name}: ICL score {self.icl_score:+.3f} nats (loss@{self.config.late} - loss@{self.config.early})",
-            fontsize=9,
-        )
-        ax.legend(fontsize=8)
-
-    def plot_derivative(self, ax: Any = None) -> Any:
-        """``d loss / d ln(position)`` against position."""
-        from icl_lens.core.plotting import pyplot
-
-        plt = pyplot()
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6.4, 3.6))
-        ax.plot(self.derivative_positions.numpy(), self.derivative.numpy(), "o-", color="C1")
-        ax.axhline(0, color="k", lw=0.5)
-        ax.set_xscale("log")
-        ax.set_xlabel("token position in context")
-        ax.set_ylabel("d loss / d ln(position)")
-        ax.set_title(
-            f"{self.model_name}: slope over [{self.config.early}, {self.config.late}] = {self.slope:+.3f}", fontsize=9
-        )
-        ax.figure.tight_layout()
-        return ax.figure
-
-
 def per_token_loss(
-    model: Any,
+    model: HookedModel,
     tokens: Int[Tensor, "batch pos"],
     batch_size: int = 8,
     attention_mask: Int[Tensor, "batch pos"] | None = None,
@@ -205,7 +120,7 @@ def per_token_loss(
 
 
 def context_tokens(
-    model: Any, text: str | Sequence[str] | Tensor | None, config: IclScoreConfig
+    model: HookedModel, text: str | Sequence[str] | Tensor | None, config: IclScoreConfig
 ) -> Int[Tensor, "context pos"]:
     """The token batch :func:`icl_score` evaluates (see its docstring)."""
     if isinstance(text, Tensor):
@@ -246,11 +161,12 @@ def context_tokens(
 
 
 def icl_score(
-    model: Any,
+    model: HookedModel,
     text: str | Sequence[str] | Tensor | None = None,
     config: IclScoreConfig | None = None,
     *,
     fwd_hooks: hooks.FwdHooks = (),
+    show_progress: bool | None = None,
     **overrides: Any,
 ) -> IclScoreResult:
     """Loss by context position on natural text, and the ICL score ``loss@500 - loss@50``.
@@ -263,10 +179,11 @@ def icl_score(
             or a token tensor ``[contexts, positions]`` used as is.
         config: an :class:`IclScoreConfig`; keyword ``overrides`` replace its fields.
         fwd_hooks: hooks active during the forward passes (e.g. an ablation).
+        show_progress: progress bar over the forward passes (default: the global setting).
     """
-    config = (config or IclScoreConfig()).replace(**overrides) if overrides else (config or IclScoreConfig())
+    config = IclScoreConfig.resolve(config, overrides)
     tokens = context_tokens(model, text, config)
-    loss = per_token_loss(model, tokens, config.batch_size, fwd_hooks=fwd_hooks)
+    loss = per_token_loss(model, tokens, config.batch_size, fwd_hooks=fwd_hooks, show_progress=show_progress)
     return score_from_losses(loss, config, model_name(model))
 
 

@@ -20,7 +20,6 @@ query counts only where induction is possible, and BOS never matches anything.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 from jaxtyping import Bool, Int
@@ -28,12 +27,13 @@ from torch import Tensor
 
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
+from icl_lens.core.hooks import HookedModel
 
 TOY_BOS_ID = 0
 """Token id that tokenizer-less models (the toys of :func:`il.train_toy_model`) reserve for BOS."""
 
 
-def bos_token_id(model: Any, override: int | None = None) -> int:
+def bos_token_id(model: HookedModel, override: int | None = None) -> int:
     """The BOS id to prepend: ``override``, else the tokenizer's, else :data:`TOY_BOS_ID`."""
     if override is not None:
         return int(override)
@@ -42,7 +42,7 @@ def bos_token_id(model: Any, override: int | None = None) -> int:
     return TOY_BOS_ID if bos is None else int(bos)
 
 
-def ordinary_token_ids(model: Any, bos_id: int | None = None) -> Int[Tensor, " n_ordinary"]:
+def ordinary_token_ids(model: HookedModel, bos_id: int | None = None) -> Int[Tensor, " n_ordinary"]:
     """Token ids that are ordinary vocabulary: no special or added-special tokens, no BOS.
 
     For a model without a tokenizer, every id below ``d_vocab`` except ``bos_id`` (the

@@ -32,7 +32,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +40,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from icl_lens.core.errors import ConfigError, ResultFileError
+from icl_lens.core.hooks import HookedModel
 from icl_lens.core.progress import progress
-from icl_lens.core.results import Config, Result
+from icl_lens.core.results import Config
+from icl_lens.induction.toy_result import ToyRun
 
 BOS_ID = 0
 _RESUME = "resume.safetensors"
@@ -128,7 +130,7 @@ def toy_batch(config: ToyConfig, n: int, generator: torch.Generator) -> Int[Tens
     return tokens
 
 
-def build_toy_model(config: ToyConfig) -> Any:
+def build_toy_model(config: ToyConfig) -> HookedModel:
     """A freshly initialised (trainable) toy bridge for ``config``."""
     from icl_lens.core.models import tiny_model
 
@@ -150,75 +152,10 @@ def build_toy_model(config: ToyConfig) -> Any:
     return model
 
 
-def sequence_loss(model: Any, tokens: Int[Tensor, "batch seq"]) -> Float[Tensor, ""]:
+def sequence_loss(model: HookedModel, tokens: Int[Tensor, "batch seq"]) -> Float[Tensor, ""]:
     """Mean next-token cross-entropy over every position."""
     logits = model(tokens)
     return F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
-
-
-@dataclasses.dataclass(frozen=True)
-class ToyRun(Result):
-    """A finished toy training run: its config, where its checkpoints are, its loss curve.
-
-    ``train_loss[s]`` is the training loss of update ``s + 1``. Load a checkpoint with
-    :meth:`model`.
-    """
-
-    title: ClassVar[str] = "Toy training run"
-
-    config: ToyConfig
-    directory: str
-    checkpoint_steps: tuple[int, ...]
-    train_loss: Float[Tensor, " step"]
-
-    def checkpoint_path(self, step: int) -> Path:
-        if step not in self.checkpoint_steps:
-            raise ConfigError(f"no checkpoint at step {step}; saved steps: {self.checkpoint_steps}")
-        return _checkpoint_file(Path(self.directory), step)
-
-    def model(self, step: int | None = None, into: Any = None) -> Any:
-        """The model at checkpoint ``step`` (default: the last), in eval mode.
-
-        ``into``: an existing model of this config to load the weights into (saves the
-        build when looping over checkpoints).
-        """
-        from safetensors.torch import load_file
-
-        step = self.checkpoint_steps[-1] if step is None else step
-        model = into if into is not None else build_toy_model(self.config)
-        model.load_state_dict(load_file(str(self.checkpoint_path(step))))
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        return model
-
-    def summary(self) -> str:
-        tail = self.train_loss[-100:].mean() if len(self.train_loss) else float("nan")
-        return (
-            f"{self.config.n_layers}-layer {'attention-only ' if self.config.attn_only else ''}toy, "
-            f"{self.config.n_steps} steps, {len(self.checkpoint_steps)} checkpoints, final train loss {float(tail):.3f}"
-        )
-
-    def to_dataframe(self) -> Any:
-        import pandas as pd
-
-        return pd.DataFrame({"step": range(1, len(self.train_loss) + 1), "train_loss": self.train_loss.numpy()})
-
-    def _plot(self, ax: Any) -> None:
-        ax.plot(range(1, len(self.train_loss) + 1), self.train_loss.numpy(), color="0.7", lw=0.5, label="per step")
-        ax.plot(*moving_average(self.train_loss), color="C0", label="moving average")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("training loss (nats)")
-        ax.legend(fontsize=8)
-
-
-def moving_average(values: Tensor, width: int = 50) -> tuple[Any, Any]:
-    """``(steps, smoothed)`` with a centred window, for plotting loss curves."""
-    width = max(1, min(width, len(values)))
-    kernel = torch.ones(1, 1, width) / width
-    smooth = F.conv1d(values.float()[None, None], kernel).flatten()
-    steps = torch.arange(len(smooth)) + 1 + (width - 1) / 2
-    return steps.numpy(), smooth.numpy()
 
 
 def default_run_directory(config: ToyConfig) -> Path:
@@ -328,7 +265,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def _save_checkpoint(
     run_dir: Path,
-    model: Any,
+    model: HookedModel,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     step: int,
@@ -362,7 +299,7 @@ def _save_checkpoint(
 
 
 def _load_resume_state(
-    run_dir: Path, model: Any, optimizer: torch.optim.Optimizer, generator: torch.Generator
+    run_dir: Path, model: HookedModel, optimizer: torch.optim.Optimizer, generator: torch.Generator
 ) -> tuple[int, list[float]]:
     from safetensors import safe_open
     from safetensors.torch import load_file

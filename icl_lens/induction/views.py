@@ -17,6 +17,7 @@ import torch
 
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
+from icl_lens.core.hooks import HookedModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +35,7 @@ class OfflineHTML:
         return p
 
 
-def token_labels(model: Any, tokens: Sequence[int]) -> list[str]:
+def token_labels(model: HookedModel, tokens: Sequence[int]) -> list[str]:
     """Readable token strings (ids when the model has no tokenizer)."""
     tok = getattr(model, "tokenizer", None)
     if tok is None:
@@ -43,7 +44,7 @@ def token_labels(model: Any, tokens: Sequence[int]) -> list[str]:
 
 
 def attention_view(
-    model: Any,
+    model: HookedModel,
     heads: Sequence[tuple[int, int]],
     config: Any = None,
     repeat_length: int | None = None,

@@ -23,6 +23,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from icl_lens.core import hooks
+from icl_lens.core.hooks import HookedModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +43,7 @@ class EffectiveWeights:
     kv_of_head: tuple[int, ...]
 
 
-def _norm_fold(model: Any, norm: Any) -> tuple[Tensor | None, bool]:
+def _norm_fold(model: HookedModel, norm: Any) -> tuple[Tensor | None, bool]:
     """``(gamma, centres)`` of a normalization module: its weight and whether it centres."""
     gamma = getattr(norm, "weight", None) if norm is not None else None
     norm_type = str(getattr(getattr(model, "cfg", None), "normalization_type", "") or "")
@@ -60,7 +61,7 @@ def _fold(w: Tensor, gamma: Tensor | None, centre: bool) -> Tensor:
     return w
 
 
-def effective_weights(model: Any, dtype: torch.dtype = torch.float32) -> EffectiveWeights:
+def effective_weights(model: HookedModel, dtype: torch.dtype = torch.float32) -> EffectiveWeights:
     """Read and fold the weights of every attention head, the embedding and the unembedding."""
     s = hooks.spec(model)
     with torch.no_grad():

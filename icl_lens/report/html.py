@@ -51,7 +51,7 @@ def section_html(outcome: Any) -> str:
     parts = [
         f'<section id="section-{esc(s.key)}" data-status="{esc(outcome.status)}">',
         f'<h2>{esc(s.title)}<span class="status status-{esc(outcome.status)}">{esc(outcome.status)}</span></h2>',
-        f'<p class="why">{esc(s.why)} <code>il.{esc(s.function)}</code></p>',
+        f'<p class="why">{esc(s.why)} <code>il.{esc(s.function.__name__)}</code></p>',
     ]
     if outcome.status == "ok":
         parts.append(f'<p class="summary">{esc(outcome.summary)}</p>')
@@ -68,8 +68,6 @@ def section_html(outcome: Any) -> str:
             parts.append(f"<details><summary>traceback</summary><pre>{esc(outcome.traceback)}</pre></details>")
     else:
         parts.append(f'<p class="note">{esc(outcome.note)}</p>')
-    if outcome.dropped:
-        parts.append(f'<p class="why">Size settings this version does not take: {esc(", ".join(outcome.dropped))}.</p>')
     parts.append("</section>")
     return "\n".join(p for p in parts if p)
 

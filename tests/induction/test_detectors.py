@@ -15,8 +15,7 @@ import torch
 
 import icl_lens as il
 from icl_lens.core import hooks
-from icl_lens.induction import sequences as seq
-from icl_lens.induction import weights as wts
+from icl_lens.induction import sequences as seq, weights as wts
 from icl_lens.induction.planted import planted_induction_model
 
 LENGTHS = (4, 8, 12)

@@ -8,8 +8,8 @@ import pytest
 
 import icl_lens as il
 from icl_lens import cli
-from icl_lens.report import SECTION_KEYS, ReportConfig, build_report
-from icl_lens.report.sections import call_with, overrides_for
+from icl_lens.report import SECTIONS, ReportConfig, build_report, section
+from icl_lens.report.sections import DEFAULT_SECTIONS
 
 
 def test_help_names_every_command(capsys):
@@ -52,29 +52,42 @@ def test_report_config_is_validated():
         ReportConfig(size="huge")
     with pytest.raises(il.ConfigError, match="unknown report sections"):
         ReportConfig(sections=("accuracy", "everything"))
-    assert ReportConfig().sections == SECTION_KEYS
+    assert ReportConfig().sections == DEFAULT_SECTIONS
 
 
-def test_overrides_reach_a_config_only_function(tiny, word_task):
-    # evaluate_icl takes config= and no **overrides: call_with builds the config from the fields.
-    kwargs, dropped = overrides_for("accuracy", "tiny", il.evaluate_icl, seed=3)
-    assert kwargs == {"shots": (0, 5), "n_prompts": 8, "seed": 3} and dropped == []
-    assert overrides_for("accuracy", "paper", il.evaluate_icl) == ({}, [])
-    result = call_with(il.evaluate_icl, tiny, word_task, show_progress=False, **kwargs)
-    assert result.config.shots == (0, 5) and result.config.n_prompts == 8 and result.config.seed == 3
+def test_every_section_size_is_a_valid_config(tiny, smollm2):
+    # A size setting that is not a field of the analysis's config must fail here, not be
+    # dropped in a user's report.
+    for spec in (il.model_spec(tiny), il.model_spec(smollm2)):
+        for s in SECTIONS:
+            assert set(s.sizes) <= {"tiny", "small"}, s.key
+            for size in ("tiny", "small", "paper"):
+                cfg = s.config_for(size, spec, seed=3)
+                assert type(cfg) is s.config
+                if "seed" in cfg.to_dict():
+                    assert cfg.seed == 3
+            assert s.config_for("paper", spec) == s.config()
+    with pytest.raises(il.ConfigError, match="size must be one of"):
+        section("accuracy").config_for("huge", il.model_spec(tiny))
 
 
-def test_missing_and_failing_sections_do_not_stop_the_report(tiny, word_task, tmp_path, monkeypatch):
-    def broken_analysis(model, task, config=None):
-        raise il.ConfigError("this analysis is broken on purpose")
-
-    monkeypatch.setattr(il, "kernel_regression", broken_analysis, raising=False)
-    monkeypatch.delattr(il, "function_vector", raising=False)
-    monkeypatch.delattr(il, "task_vector", raising=False)
-    # Exported but without a vector to implant: skipped before it is called.
-    monkeypatch.setattr(il, "evaluate_implant", broken_analysis, raising=False)
+def test_section_configs_reach_the_analysis(tiny, word_task, tmp_path):
+    cfg = section("accuracy").config_for("tiny", il.model_spec(tiny), seed=3)
+    assert cfg == il.IclEvalConfig(shots=(0, 5), n_prompts=8, seed=3)
     task_file = tmp_path / "next_char.json"
     task_file.write_text(json.dumps([{"input": x, "output": y} for x, y in word_task.pairs]))
+    report = build_report(
+        tiny, tmp_path, task=str(task_file), size="tiny", sections=("accuracy",), attention_view=False
+    )
+    assert report.status("accuracy") == "ok"
+    assert report.outcomes[0].result.config == il.IclEvalConfig(shots=(0, 5), n_prompts=8)
+
+
+def test_failing_and_skipped_sections_do_not_stop_the_report(tiny, tmp_path):
+    # A real task too small for the function vector's 5 demonstrations (the analysis raises),
+    # with no label set (kernel regression is skipped) and so no vector to implant (skipped).
+    task_file = tmp_path / "four_pairs.json"
+    task_file.write_text(json.dumps([{"input": x, "output": y} for x, y in zip("abcd", "bcde")]))
     report = build_report(
         tiny,
         tmp_path / "out",
@@ -85,15 +98,13 @@ def test_missing_and_failing_sections_do_not_stop_the_report(tiny, word_task, tm
         attention_view=False,
         show_progress=False,
     )
-    assert [o.status for o in report.outcomes] == ["ok", "pending", "skipped", "failed"]
-    assert report.failed == ["kernel_regression"]
+    assert [o.status for o in report.outcomes] == ["failed", "failed", "skipped", "skipped"]
+    assert report.failed == ["accuracy", "function_vector"]
     html = report.html_path.read_text()
-    assert "this analysis is broken on purpose" in html
-    assert "il.function_vector is not part of this version" in html
+    assert "PromptError" in html and "has no label set" in html
     index = json.loads((report.out / "report.json").read_text())
-    assert [s["status"] for s in index["sections"]] == ["ok", "pending", "skipped", "failed"]
-    acc = il.load_result(report.out / "accuracy")
-    assert acc.config.n_prompts == 8 and acc.config.shots == (0, 5)
+    assert [s["status"] for s in index["sections"]] == ["failed", "failed", "skipped", "skipped"]
+    assert not (report.out / "function_vector").exists()
 
 
 @pytest.mark.smollm2
