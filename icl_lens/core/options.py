@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar, get_args
 
-from icl_lens.core.errors import ConfigError
+from icl_lens.core.errors import ConfigError, IclLensError
 
 T = TypeVar("T")
 
@@ -23,10 +23,14 @@ def choices(alias: Any) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def check_choice(value: T, alias: Any, what: str) -> T:
-    """``value`` if it is one of the ``Literal`` alias's values, else a :class:`ConfigError`."""
+def check_choice(value: T, alias: Any, what: str, *, error: type[IclLensError] = ConfigError) -> T:
+    """``value`` if it is one of the ``Literal`` alias's values, else an ``error`` listing them.
+
+    ``error`` is :class:`ConfigError` unless the option belongs to another kind of request
+    (``build_prompts(kind=...)`` raises a :class:`~icl_lens.core.errors.PromptError`).
+    """
     allowed = choices(alias)
     if isinstance(value, bool) or value not in allowed:
         listed = ", ".join(repr(a) for a in allowed)
-        raise ConfigError(f"{what} must be one of {listed}; got {value!r}")
+        raise error(f"{what} must be one of {listed}; got {value!r}")
     return value

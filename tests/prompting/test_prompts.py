@@ -10,11 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import icl_lens as il
+from icl_lens.prompting.encoding import encode_texts, pad_token_id
 from icl_lens.prompting.prompts import Template
 
 WORD = st.text(string.ascii_letters + string.digits + " '-,.éü", min_size=1, max_size=12).map(str.strip).filter(bool)
 CHAR_WORD = st.text(string.ascii_letters + string.digits + " '-,.", min_size=1, max_size=8).map(str.strip).filter(bool)
-TEMPLATES = st.sampled_from(["todd", "hendel", "Input: {input} Output: {output}\n", "{input}={output};", "[{input}] {output} | "])
+TEMPLATES = st.sampled_from(
+    ["todd", "hendel", "Input: {input} Output: {output}\n", "{input}={output};", "[{input}] {output} | "]
+)
 
 
 def _decode(model, ids):
@@ -22,7 +25,7 @@ def _decode(model, ids):
 
 
 def _check_spans(model, batch, template):
-    tmpl = il.prompting.prompts.get_template(template)
+    tmpl = il.prompting.templates.get_template(template)
     prefix, il_, middle, ol, suffix = tmpl.parts()
     bos = model.tokenizer.bos_token_id
     for r in range(len(batch)):
@@ -57,7 +60,9 @@ def test_spans_decode_exactly_char_tokenizer(tiny, words, shots, template, side,
     shots = min(shots, len(task) - 2)
     if kind in ("shuffled", "dummy_query"):
         shots = max(shots, 1)
-    batch = il.build_prompts(tiny, task, n_shots=shots, n_prompts=3, seed=1, template=template, kind=kind, padding_side=side)
+    batch = il.build_prompts(
+        tiny, task, n_shots=shots, n_prompts=3, seed=1, template=template, kind=kind, padding_side=side
+    )
     _check_spans(tiny, batch, template)
 
 
@@ -70,7 +75,9 @@ def test_spans_decode_exactly_char_tokenizer(tiny, words, shots, template, side,
 )
 def test_spans_decode_exactly_smollm2_tokenizer(smollm2, words, shots, template, side):
     """Byte-level BPE with multi-token inputs and labels, accents, spaces inside inputs."""
-    batch = il.build_prompts(smollm2, il.Task("t", tuple(words)), n_shots=shots, n_prompts=3, seed=2, template=template, padding_side=side)
+    batch = il.build_prompts(
+        smollm2, il.Task("t", tuple(words)), n_shots=shots, n_prompts=3, seed=2, template=template, padding_side=side
+    )
     _check_spans(smollm2, batch, template)
 
 
@@ -78,7 +85,17 @@ def test_todd_template_tokenizes_naturally(smollm2):
     task = il.Task("a", (("hot", "cold"), ("big", "small"), ("up", "down")))
     batch = il.build_prompts(smollm2, task, n_shots=2, n_prompts=1, seed=0, template="todd")
     strs = smollm2.to_str_tokens(batch.tokens[0])
-    assert strs[:9] == ["<|im_start|>", "Q", ":", f" {batch.demos[0][0][0]}", "\n", "A", ":", f" {batch.demos[0][0][1]}", "\n\n"]
+    assert strs[:9] == [
+        "<|im_start|>",
+        "Q",
+        ":",
+        f" {batch.demos[0][0][0]}",
+        "\n",
+        "A",
+        ":",
+        f" {batch.demos[0][0][1]}",
+        "\n\n",
+    ]
     assert strs[-2:] == ["A", ":"]
     assert batch.texts[0].endswith(f"Q: {batch.queries[0]}\nA:")
 
@@ -164,3 +181,91 @@ def test_template_format_matches_the_paper_formats():
     assert il.TODD.format("hot", "cold") == "Q: hot\nA: cold\n\n"
     assert il.HENDEL.format("hot") == "hot ->"
     assert Template("{input}: {output}").parts() == ("", "", ":", " ", "")
+
+
+# --- the same demonstrations for every query (the fine-tuning set) ----------------------
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    words=st.lists(st.tuples(CHAR_WORD, CHAR_WORD), min_size=4, max_size=9, unique_by=lambda p: p[0]),
+    n_demos=st.integers(1, 3),
+    template=TEMPLATES,
+    side=st.sampled_from(["left", "right"]),
+)
+def test_fixed_demos_are_every_prompts_demonstrations(tiny, words, n_demos, template, side):
+    task = il.Task("t", tuple(words))
+    demos = task.pairs[:n_demos]
+    batch = il.build_prompts(tiny, task, n_prompts=5, seed=3, template=template, fixed_demos=demos, padding_side=side)
+    _check_spans(tiny, batch, template)
+    assert batch.n_shots == n_demos and batch.kind == "clean"
+    assert all(d == tuple(demos) for d in batch.demos)
+    # never a demonstration's input; in the first pass, the zero-shot batch's queries (same seed) without them
+    assert not set(batch.queries) & set(dict(demos))
+    one_pass = il.build_prompts(tiny, task, 0, len(task), 3, template, kind="zero_shot").queries
+    asked = [q for q in one_pass if q not in dict(demos)]
+    k = min(5, len(asked))
+    assert list(batch.queries[:k]) == asked[:k]
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    words=st.lists(st.tuples(WORD, WORD), min_size=4, max_size=8, unique_by=lambda p: p[0]),
+    template=TEMPLATES,
+    side=st.sampled_from(["left", "right"]),
+)
+def test_fixed_demos_decode_exactly_smollm2_tokenizer(smollm2, words, template, side):
+    task = il.Task("t", tuple(words))
+    batch = il.build_prompts(
+        smollm2, task, n_prompts=3, seed=2, template=template, fixed_demos=task.pairs[:2], padding_side=side
+    )
+    _check_spans(smollm2, batch, template)
+    assert all(d == task.pairs[:2] for d in batch.demos)
+
+
+def test_fixed_demos_put_the_same_ids_before_every_query(tiny, word_task):
+    queries = il.Task("q", word_task.pairs[4:])
+    demos = word_task.pairs[:4]
+    icl = il.build_prompts(tiny, queries, n_prompts=6, seed=0, template="hendel", fixed_demos=demos)
+    zero_shot = il.build_prompts(tiny, queries, 0, 6, 0, "hendel", kind="zero_shot")
+    assert icl.queries == zero_shot.queries  # disjoint demonstrations: exactly the zero-shot queries
+    rows = [icl.tokens[r][icl.attention_mask[r].bool()].tolist() for r in range(len(icl))]
+    shared = rows[0][: int(icl.query_spans[0, 0]) - (icl.tokens.shape[1] - len(rows[0]))]
+    assert tiny.tokenizer.decode(shared[1:]) == "".join(il.HENDEL.format(x, y) for x, y in demos)
+    for r, ids in enumerate(rows):
+        query_part = zero_shot.tokens[r][zero_shot.attention_mask[r].bool()].tolist()
+        assert ids == shared + query_part[1:]  # BOS, the demonstrations, then the zero-shot prompt's own tokens
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(fixed_demos=()), "fixed_demos is empty"),
+        (dict(fixed_demos=(("a", "b"),), kind="zero_shot"), "drop kind='zero_shot'"),
+        (dict(fixed_demos=(("a", "b"),), n_shots=3), "leave n_shots out"),
+        (dict(fixed_demos=(("a", "b"), ("c", "d"))), "no query is left"),
+    ],
+)
+def test_bad_fixed_demos_get_clear_errors(tiny, kwargs, message):
+    task = il.Task("t", (("a", "b"), ("c", "d")))
+    with pytest.raises(il.PromptError, match=message):
+        il.build_prompts(tiny, task, n_prompts=2, **kwargs)
+
+
+# --- one pad token everywhere ---------------------------------------------------------
+@pytest.mark.parametrize("pad", [None, "<bos>"])
+def test_every_batch_pads_with_the_same_token(pad):
+    """Prompts (left, right, fixed demonstrations) and plain texts: the pad token, else the end-of-sequence token."""
+    model = il.tiny_model(n_layers=1, n_heads=2, d_model=16, d_head=8, seed=0)
+    model.tokenizer.pad_token = pad
+    model.tokenizer.eos_token = "<unk>"
+    expected = 0 if pad == "<bos>" else 2  # the pad token if there is one, else end-of-sequence
+    assert pad_token_id(model.tokenizer) == expected
+    task = il.Task("t", (("a", "b"), ("long input", "x"), ("cd", "d"), ("e", "fgh"), ("i", "j")))
+    batches = [
+        il.build_prompts(model, task, n_shots=1, n_prompts=5, padding_side="left"),
+        il.build_prompts(model, task, n_shots=2, n_prompts=5, padding_side="right"),
+        il.build_prompts(model, task, n_prompts=3, fixed_demos=task.pairs[:2]),
+    ]
+    padded = [(b.tokens, b.attention_mask) for b in batches] + [encode_texts(model, ["a", "long text"])]
+    for tokens, mask in padded:
+        assert (mask == 0).any()
+        assert tokens[mask == 0].unique().tolist() == [expected]

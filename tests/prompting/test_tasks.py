@@ -14,8 +14,20 @@ SMALL_WORLD = {"next_letter", "country_capital", "country_continent"}  # the wor
 def test_at_least_twelve_builtin_tasks_with_provenance():
     names = il.list_tasks()
     assert len(names) >= 12
-    for required in ("antonym", "synonym", "country_capital", "singular_plural", "present_past", "english_french",
-                     "uppercase", "first_letter", "next_letter", "next_item", "choose_first", "choose_last"):
+    for required in (
+        "antonym",
+        "synonym",
+        "country_capital",
+        "singular_plural",
+        "present_past",
+        "english_french",
+        "uppercase",
+        "first_letter",
+        "next_letter",
+        "next_item",
+        "choose_first",
+        "choose_last",
+    ):
         assert required in names
     assert any(info["labels"] for info in il.task_info()), "need a classification-style task"
 
@@ -34,7 +46,11 @@ def test_builtin_task_loads_and_matches_its_index(name):
 
 
 def test_user_json_and_csv_tasks(tmp_path):
-    pairs = [{"input": "cat", "output": "cats"}, {"input": "dog", "output": "dogs"}, {"input": "fox", "output": "foxes"}]
+    pairs = [
+        {"input": "cat", "output": "cats"},
+        {"input": "dog", "output": "dogs"},
+        {"input": "fox", "output": "foxes"},
+    ]
     js = tmp_path / "plural.json"
     js.write_text(json.dumps(pairs))
     task = il.load_task(js)
