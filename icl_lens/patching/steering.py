@@ -21,7 +21,7 @@ from torch import Tensor
 
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
-from icl_lens.prompting.evaluation import answer_logprobs
+from icl_lens.prompting.evaluation import next_token_logprobs
 from icl_lens.prompting.prompts import PromptBatch
 
 OPERATIONS = ("add", "replace")
@@ -117,7 +117,7 @@ def implanted_logprobs(
         v = vector[start : start + len(sub)] if per_prompt else vector
         start += len(sub)
         with implant(model, sub.last_pos, vector=v, layer=layer, operation=operation, scale=scale):
-            out.append(answer_logprobs(model, sub, batch_size=None))
+            out.append(next_token_logprobs(model, sub, batch_size=None))
     return torch.cat(out)
 
 
@@ -163,7 +163,7 @@ def baseline_and_implanted_logprobs(
     fast = _fast_pair(model, batch, vector, layer, operation, scale, batch_size)
     if fast is not None:
         return fast
-    base = answer_logprobs(model, batch, batch_size=batch_size)
+    base = next_token_logprobs(model, batch, batch_size=batch_size)
     put = implanted_logprobs(
         model, batch, vector=vector, layer=layer, operation=operation, scale=scale, batch_size=batch_size
     )

@@ -30,6 +30,7 @@ from icl_lens.patching import (
     replace_resid,
     resid_sweep,
 )
+from icl_lens.prompting.evaluation import next_token_logprobs
 
 VARIED = il.Task(
     name="varied",
@@ -73,7 +74,7 @@ def test_patch_activation_from_another_runs_cache_changes_the_output_as_expected
     clean_z = cached(model, clean, [hooks.z(2)])[hooks.z(2)]
     # The full-shape cache is indexed like the activation: head 1 at the answer position.
     with patch_activation(model, hooks.z(2), clean_z, heads=1, positions="last"):
-        lp = il.answer_logprobs(model, shuffled)
+        lp = next_token_logprobs(model, shuffled)
     sweep = head_sweep(model, shuffled, clean, metric="logprob", heads=[(2, 1)])
     picked = lp.gather(1, shuffled.answer_ids[:, None]).squeeze(1)
     torch.testing.assert_close(picked, sweep.patched[2, 1], atol=2e-5, rtol=0)
@@ -155,13 +156,13 @@ def _interventions(model, batch):
 def test_every_intervention_removes_its_hooks_when_the_metric_raises(request, fixture):
     model = request.getfixturevalue(fixture)
     batch = batch_of(model)
-    base = il.answer_logprobs(model, batch)
+    base = next_token_logprobs(model, batch)
     n = 0
     for intervention in _interventions(model, batch):
         with pytest.raises(ZeroDivisionError):
             with intervention:
                 assert hooks.count_hooks(model) > 0
-                lp = il.answer_logprobs(model, batch)
+                lp = next_token_logprobs(model, batch)
                 assert float((lp - base).abs().max()) > 0.0  # it acted
                 _ = float(lp.sum()) / 0  # the metric fails
         assert hooks.count_hooks(model) == 0
@@ -173,7 +174,7 @@ def test_every_intervention_removes_its_hooks_when_the_metric_raises(request, fi
             stack.enter_context(intervention)
         raise KeyError("inner")
     assert hooks.count_hooks(model) == 0
-    torch.testing.assert_close(il.answer_logprobs(model, batch), base)
+    torch.testing.assert_close(next_token_logprobs(model, batch), base)
 
 
 # ---------------------------------------------------------------------------------------
@@ -266,15 +267,15 @@ def test_legacy_model_interventions_and_sweeps():
     assert sweep.method == "plain"  # no fast engine for this architecture
     for l, h in [(0, 2), (1, 3)]:
         with patch_activation(model, hooks.z(l), z[:, l, h], heads=h, positions=shuffled.last_pos):
-            lp = il.answer_logprobs(model, shuffled).gather(1, shuffled.answer_ids[:, None]).squeeze(1)
+            lp = next_token_logprobs(model, shuffled).gather(1, shuffled.answer_ids[:, None]).squeeze(1)
         torch.testing.assert_close(sweep.patched[l, h], lp, atol=1e-5, rtol=0)
     with pytest.raises(ConfigError, match="fast"):
         head_sweep(model, shuffled, clean, method="fast")
     r = resid_sweep(model, shuffled, clean, metric="logprob", hook="resid_post")
     torch.testing.assert_close(r.patched[-1], r.reference, atol=1e-5, rtol=0)
-    base = il.answer_logprobs(model, shuffled)
+    base = next_token_logprobs(model, shuffled)
     for intervention in _interventions(model, shuffled):
         with pytest.raises(ValueError), intervention:
-            assert float((il.answer_logprobs(model, shuffled) - base).abs().max()) > 0.0
+            assert float((next_token_logprobs(model, shuffled) - base).abs().max()) > 0.0
             raise ValueError("metric failed")
         assert hooks.count_hooks(model) == 0

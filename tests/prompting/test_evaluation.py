@@ -9,13 +9,14 @@ import torch
 
 import icl_lens as il
 from icl_lens.core import hooks
+from icl_lens.prompting.evaluation import next_token_logprobs
 
 
 def test_accuracy_and_logprobs_do_not_depend_on_batch_size(tiny_rotary_gqa, word_task):
     batch = il.build_prompts(tiny_rotary_gqa, word_task, n_shots=3, n_prompts=7, seed=0)
-    a = il.answer_logprobs(tiny_rotary_gqa, batch, batch_size=1)
-    b = il.answer_logprobs(tiny_rotary_gqa, batch, batch_size=3)
-    c = il.answer_logprobs(tiny_rotary_gqa, batch, batch_size=None)
+    a = next_token_logprobs(tiny_rotary_gqa, batch, batch_size=1)
+    b = next_token_logprobs(tiny_rotary_gqa, batch, batch_size=3)
+    c = next_token_logprobs(tiny_rotary_gqa, batch, batch_size=None)
     assert torch.allclose(a, b, atol=1e-5) and torch.allclose(a, c, atol=1e-5)
     cfg = il.IclEvalConfig(shots=(0, 2), n_prompts=7)
     r1 = il.evaluate_icl(tiny_rotary_gqa, word_task, config=cfg.replace(batch_size=1))
@@ -28,7 +29,7 @@ def test_left_and_right_padding_agree(tiny_gqa):
     task = il.Task("t", (("a", "b"), ("long input", "x"), ("cd", "d"), ("e", "fgh")))
     left = il.build_prompts(tiny_gqa, task, n_shots=2, n_prompts=4, padding_side="left")
     right = il.build_prompts(tiny_gqa, task, n_shots=2, n_prompts=4, padding_side="right")
-    assert torch.allclose(il.answer_logprobs(tiny_gqa, left), il.answer_logprobs(tiny_gqa, right), atol=1e-5)
+    assert torch.allclose(next_token_logprobs(tiny_gqa, left), next_token_logprobs(tiny_gqa, right), atol=1e-5)
 
 
 def test_accuracy_matches_a_hand_count(tiny, word_task):
@@ -50,7 +51,7 @@ def test_a_raising_user_hook_is_not_left_on_the_model(tiny, word_task):
         raise RuntimeError("user bug")
 
     with pytest.raises(RuntimeError, match="user bug"):
-        il.answer_logprobs(tiny, batch, fwd_hooks=[(hooks.z(1), broken)])
+        next_token_logprobs(tiny, batch, fwd_hooks=[(hooks.z(1), broken)])
     assert hooks.count_hooks(tiny) == 0
     with pytest.raises(RuntimeError, match="user bug"), hooks.attached(tiny, [(hooks.resid_post(0), broken)]):
         tiny(batch.tokens)
@@ -77,3 +78,18 @@ def test_smollm2_learns_a_task_in_context(smollm2):
     r = il.evaluate_icl(smollm2, "animal_object", shots=(0, 10), config=il.IclEvalConfig(n_prompts=24, batch_size=8))
     zero, ten = r.accuracy[0].tolist()
     assert zero <= 0.2 and ten >= 0.5, (zero, ten)
+
+
+def test_shots_and_other_fields_are_plain_overrides(tiny, word_task):
+    by_keyword = il.evaluate_icl(tiny, word_task, shots=(0, 2), n_prompts=4, template="todd")
+    by_config = il.evaluate_icl(tiny, word_task, il.IclEvalConfig(shots=(0, 2), n_prompts=4, template="todd"))
+    assert by_keyword.config == by_config.config and by_keyword.shots == (0, 2)
+    assert il.core.results.results_equal(by_keyword, by_config)
+    # an override replaces that field of a given config and keeps the others
+    mixed = il.evaluate_icl(tiny, word_task, il.IclEvalConfig(n_prompts=4, template="todd"), shots=[0, 2])
+    assert mixed.config == by_config.config
+    with pytest.raises(
+        il.ConfigError,
+        match=r"IclEvalConfig has no field 'shot' \(did you mean 'shots'\?\); valid fields: shots, n_prompts",
+    ):
+        il.evaluate_icl(tiny, word_task, shot=(0, 2))
