@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -37,17 +37,20 @@ from torch import Tensor
 
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
+from icl_lens.core.hooks import HookedModel
 from icl_lens.core.models import model_name
+from icl_lens.core.options import check_choice
 from icl_lens.core.progress import progress
-from icl_lens.core.results import Config, Result
-from icl_lens.hypotheses.recognition import label_first_tokens, task_labels
-from icl_lens.prompting.prompts import PromptBatch, Template, build_prompts, get_template
+from icl_lens.core.results import Config
+from icl_lens.hypotheses.kernel_result import KernelRegressionResult, Target
+from icl_lens.hypotheses.labels import label_first_tokens, label_restricted_prediction, task_labels
+from icl_lens.prompting.encoding import tokenizer_of
+from icl_lens.prompting.prompts import PromptBatch, build_prompts
 from icl_lens.prompting.tasks import Task, load_task
+from icl_lens.prompting.templates import Template, get_template
 
-SPAN_REDUCTIONS = ("max", "mean")
-TARGETS = ("model", "gold")
-SPLITS = ("heldout", "selection", "all")
-SIMILARITIES = ("output", "hidden")
+SpanReduction = Literal["max", "mean"]
+"""How a head's attention over a demonstration's tokens becomes one weight."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,9 +75,9 @@ class KernelRegressionConfig(Config):
     n_prompts: int = 64
     seed: int = 0
     template: str = "hendel"
-    span: str = "max"
+    span: SpanReduction = "max"
     select_fraction: float = 0.5
-    select_by: str = "model"
+    select_by: Target = "model"
     similarity_layer: int | None = None
     n_permutations: int = 200
     batch_size: int = 16
@@ -84,10 +87,8 @@ class KernelRegressionConfig(Config):
             raise ConfigError(f"n_shots must be >= 2 for a vote over demonstrations, got {self.n_shots}")
         if self.n_prompts < 4:
             raise ConfigError(f"n_prompts must be >= 4 (two splits), got {self.n_prompts}")
-        if self.span not in SPAN_REDUCTIONS:
-            raise ConfigError(f"span must be one of {SPAN_REDUCTIONS}, got {self.span!r}")
-        if self.select_by not in TARGETS:
-            raise ConfigError(f"select_by must be one of {TARGETS}, got {self.select_by!r}")
+        check_choice(self.span, SpanReduction, "span")
+        check_choice(self.select_by, Target, "select_by")
         if not 0 < self.select_fraction < 1:
             raise ConfigError(f"select_fraction must be in (0, 1), got {self.select_fraction}")
         if self.n_permutations < 1 or self.batch_size < 1:
@@ -95,234 +96,14 @@ class KernelRegressionConfig(Config):
         get_template(self.template)
 
 
-@dataclasses.dataclass(frozen=True)
-class KernelRegressionResult(Result):
-    """Per-head kernel-regression votes, their agreement, and attention/similarity correlations.
-
-    Label indices refer to ``labels``. ``selection[p]`` is True for the prompts used to pick
-    heads (``best_head`` by vote agreement, ``similarity_heads`` by correlation); every
-    "held-out" number uses only the other prompts. ``correlation_*[p, l, h]`` is the
-    Pearson correlation, over the demonstrations of prompt ``p``, between head ``(l, h)``'s
-    attention and the similarity of each demonstration's input to the query.
-    """
-
-    title = "ICL as kernel regression"
-
-    model: str
-    task: str
-    labels: tuple[str, ...]
-    attention: Float[Tensor, "prompts layers heads shots"]
-    demo_labels: Int[Tensor, "prompts shots"]
-    gold: Int[Tensor, " prompts"]
-    model_prediction: Int[Tensor, " prompts"]
-    votes: Int[Tensor, "prompts layers heads"]
-    selection: Bool[Tensor, " prompts"]
-    best_head: tuple[int, int]
-    similarity_output: Float[Tensor, "prompts shots"]
-    similarity_hidden: Float[Tensor, "prompts shots"]
-    similarity_layer: int
-    correlation_output: Float[Tensor, "prompts layers heads"]
-    correlation_hidden: Float[Tensor, "prompts layers heads"]
-    similarity_heads: dict[str, tuple[int, int]]
-    null_correlation: dict[str, float]
-    config: KernelRegressionConfig
-
-    # -- numbers ------------------------------------------------------------------------
-    def _rows(self, split: str) -> Tensor:
-        if split not in SPLITS:
-            raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
-        if split == "all":
-            return torch.ones_like(self.selection)
-        return self.selection if split == "selection" else ~self.selection
-
-    def _target(self, target: str) -> Tensor:
-        if target not in TARGETS:
-            raise ConfigError(f"target must be one of {TARGETS}, got {target!r}")
-        return self.model_prediction if target == "model" else self.gold
-
-    def agreement(self, target: str = "model", split: str = "heldout") -> Float[Tensor, "layers heads"]:
-        """Fraction of prompts where each head's vote equals the model's prediction or the gold label."""
-        rows = self._rows(split)
-        hits = self.votes[rows] == self._target(target)[rows][:, None, None]
-        return hits.float().mean(0)
-
-    def best_head_agreement(self, target: str = "model") -> float:
-        """Held-out agreement of the head picked on the selection split (the headline number)."""
-        layer, head = self.best_head
-        return float(self.agreement(target, "heldout")[layer, head])
-
-    def majority_agreement(self, target: str = "model", split: str = "heldout") -> float:
-        """Baseline: uniform weights over the demonstrations (majority label; ties to the first label)."""
-        rows = self._rows(split)
-        counts = torch.nn.functional.one_hot(self.demo_labels[rows], len(self.labels)).sum(1)
-        return float((counts.argmax(-1) == self._target(target)[rows]).float().mean())
-
-    def coverage(self, target: str = "model", split: str = "heldout") -> float:
-        """Ceiling of any vote: share of prompts whose target label appears among the demonstrations."""
-        rows = self._rows(split)
-        present = (self.demo_labels[rows] == self._target(target)[rows][:, None]).any(-1)
-        return float(present.float().mean())
-
-    def correlation(self, kind: str = "output", split: str = "heldout") -> Float[Tensor, "layers heads"]:
-        """Mean over prompts of corr(attention to x_i, similarity of x_i to the query), per head."""
-        if kind not in SIMILARITIES:
-            raise ConfigError(f"kind must be one of {SIMILARITIES}, got {kind!r}")
-        per_prompt = self.correlation_output if kind == "output" else self.correlation_hidden
-        return per_prompt[self._rows(split)].nanmean(0)
-
-    @property
-    def chance(self) -> float:
-        return 1.0 / len(self.labels)
-
-    @property
-    def model_accuracy(self) -> float:
-        """Held-out label-restricted accuracy of the model itself."""
-        rows = self._rows("heldout")
-        return float((self.model_prediction[rows] == self.gold[rows]).float().mean())
-
-    def summary_table(self) -> Any:
-        """The headline numbers with their baselines, one row each (held-out prompts)."""
-        import pandas as pd
-
-        layer, head = self.best_head
-        rows = []
-        for target in TARGETS:
-            agree = self.agreement(target, "heldout")
-            rows += [
-                dict(target=target, measure=f"vote of L{layer}H{head} (picked on the selection split)",
-                     value=self.best_head_agreement(target)),
-                dict(target=target, measure="best head picked on held-out itself (optimistic)",
-                     value=float(agree.max())),
-                dict(target=target, measure="mean over all heads", value=float(agree.mean())),
-                dict(target=target, measure="majority label of the demonstrations",
-                     value=self.majority_agreement(target)),
-                dict(target=target, measure="chance (1 / labels)", value=self.chance),
-                dict(target=target, measure="ceiling: target label among the demonstrations",
-                     value=self.coverage(target)),
-            ]  # fmt: skip
-        rows.append(dict(target="gold", measure="model's own accuracy", value=self.model_accuracy))
-        for kind in SIMILARITIES:
-            corr = self.correlation(kind, "heldout")
-            sl, sh = self.similarity_heads[kind]
-            where = f"similarity ({kind})"
-            rows += [
-                dict(target=where, measure=f"corr of L{sl}H{sh} (picked on the selection split)",
-                     value=float(corr[sl, sh])),
-                dict(target=where, measure=f"95% permutation null of |corr| for L{sl}H{sh}",
-                     value=self.null_correlation[kind]),
-                dict(target=where, measure=f"corr of the vote head L{layer}H{head}", value=float(corr[layer, head])),
-                dict(target=where, measure="max corr over heads on held-out itself (optimistic)",
-                     value=float(corr.nan_to_num(-1).max())),
-                dict(target=where, measure="mean over all heads", value=float(corr.nanmean())),
-            ]  # fmt: skip
-        return pd.DataFrame(rows)
-
-    def to_dataframe(self) -> Any:
-        """One row per head: agreement on both splits and the held-out similarity correlations."""
-        import pandas as pd
-
-        sel = self.agreement("model", "selection")
-        held_model = self.agreement("model", "heldout")
-        held_gold = self.agreement("gold", "heldout")
-        corr_output, corr_hidden = self.correlation("output"), self.correlation("hidden")
-        n_layers, n_heads = sel.shape
-        rows = []
-        for layer in range(n_layers):
-            for head in range(n_heads):
-                rows.append(
-                    dict(
-                        layer=layer,
-                        head=head,
-                        agreement_model_selection=float(sel[layer, head]),
-                        agreement_model_heldout=float(held_model[layer, head]),
-                        agreement_gold_heldout=float(held_gold[layer, head]),
-                        corr_output_similarity=float(corr_output[layer, head]),
-                        corr_hidden_similarity=float(corr_hidden[layer, head]),
-                        best=(layer, head) == self.best_head,
-                    )
-                )
-        return pd.DataFrame(rows)
-
-    def summary(self) -> str:
-        layer, head = self.best_head
-        sl, sh = self.similarity_heads["output"]
-        return (
-            f"{self.model} on {self.task}: the vote of L{layer}H{head} (picked on {int(self.selection.sum())} prompts) "
-            f"agrees with the model on {self.best_head_agreement('model'):.0%} of "
-            f"{int((~self.selection).sum())} held-out prompts (majority-label baseline "
-            f"{self.majority_agreement('model'):.0%}, chance {self.chance:.0%}); corr(attention, output "
-            f"similarity) of L{sl}H{sh} {float(self.correlation('output')[sl, sh]):+.2f} "
-            f"(null {self.null_correlation['output']:.2f})"
-        )
-
-    # -- pictures -----------------------------------------------------------------------
-    def _plot(self, ax: Any) -> None:
-        layer, head = self.best_head
-        names = [
-            f"L{layer}H{head}\n(picked on\nselection)",
-            "best on\nheld-out\n(optimistic)",
-            "mean head",
-            "majority\nlabel",
-            "chance",
-            "ceiling",
-        ]
-        width = 0.38
-        for t, (target, color) in enumerate((("model", "tab:blue"), ("gold", "tab:orange"))):
-            agree = self.agreement(target, "heldout")
-            values = [
-                self.best_head_agreement(target),
-                float(agree.max()),
-                float(agree.mean()),
-                self.majority_agreement(target),
-                self.chance,
-                self.coverage(target),
-            ]
-            xs = [i + (t - 0.5) * width for i in range(len(names))]
-            ax.bar(xs, values, width=width, color=color, label=f"vote = {target}'s answer")
-        ax.set_xticks(range(len(names)), names, fontsize="x-small")
-        ax.set_ylim(0, 1.05)
-        ax.set_ylabel("share of held-out prompts")
-        ax.set_title(f"Kernel-regression vote: {self.task} ({self.model})", fontsize="medium")
-        ax.legend(fontsize="small", loc="upper center")
-
-    def plot_heads(self, target: str = "model", ax: Any = None) -> Any:
-        """Heatmap of held-out agreement per head; the head picked on the selection split is circled."""
-        return self._heatmap(
-            self.agreement(target, "heldout"), f"held-out agreement with {target}", ax, (0, 1), self.best_head
-        )
-
-    def plot_similarity(self, kind: str = "output", ax: Any = None) -> Any:
-        """Heatmap of held-out corr(attention to x_i, similarity of x_i to the query) per head."""
-        corr = self.correlation(kind, "heldout")
-        null = self.null_correlation[kind]
-        bound = max(0.05, float(corr.abs().nan_to_num(0).max()))
-        label = f"corr(attention, {kind} similarity); null |r| < {null:.2f}"
-        return self._heatmap(corr, label, ax, (-bound, bound), self.similarity_heads[kind])
-
-    def _heatmap(self, values: Tensor, label: str, ax: Any, limits: tuple[float, float], mark: tuple[int, int]) -> Any:
-        from icl_lens.core.plotting import pyplot
-
-        plt = pyplot()
-        fig, ax = plt.subplots(figsize=(6.4, 4.8)) if ax is None else (ax.figure, ax)
-        cmap = "viridis" if limits[0] >= 0 else "RdBu_r"
-        image = ax.imshow(values.T.numpy(), aspect="auto", origin="lower", cmap=cmap, vmin=limits[0], vmax=limits[1])
-        ax.scatter([mark[0]], [mark[1]], s=120, facecolors="none", edgecolors="red", linewidths=1.5)
-        ax.set_xlabel("layer")
-        ax.set_ylabel("head")
-        ax.set_title(f"{self.task} ({self.model})", fontsize="medium")
-        fig.colorbar(image, ax=ax, label=label)
-        fig.tight_layout()
-        return fig
-
-
 # ---------------------------------------------------------------------------------------
 # the pieces
 # ---------------------------------------------------------------------------------------
 def demo_attention(
-    model: Any,
+    model: HookedModel,
     batch: PromptBatch,
     *,
-    span: str = "max",
+    span: SpanReduction = "max",
     layers: Sequence[int] | None = None,
     batch_size: int | None = 16,
     show_progress: bool | None = None,
@@ -334,8 +115,7 @@ def demo_attention(
     reduced with ``span`` (``"max"`` or ``"mean"``). Also returns the log-probabilities
     at the answer position from the same forward pass.
     """
-    if span not in SPAN_REDUCTIONS:
-        raise ConfigError(f"span must be one of {SPAN_REDUCTIONS}, got {span!r}")
+    check_choice(span, SpanReduction, "span")
     if batch.n_shots < 1:
         raise ConfigError("demo_attention needs prompts with at least one demonstration")
     layer_list = list(range(hooks.spec(model).n_layers)) if layers is None else [int(x) for x in layers]
@@ -358,7 +138,9 @@ def demo_attention(
     return torch.cat(out_attention), torch.cat(out_logprobs)
 
 
-def _span_saver(store: dict[int, Tensor], layer: int, last_pos: Tensor, in_span: Tensor, span: str) -> hooks.HookFn:
+def _span_saver(
+    store: dict[int, Tensor], layer: int, last_pos: Tensor, in_span: Tensor, span: SpanReduction
+) -> hooks.HookFn:
     """A hook keeping only the answer position's attention row, reduced over each demonstration."""
 
     def save(pattern: Tensor, hook: Any) -> None:
@@ -369,7 +151,7 @@ def _span_saver(store: dict[int, Tensor], layer: int, last_pos: Tensor, in_span:
 
 
 def _reduce_spans(
-    rows: Float[Tensor, "batch heads key"], in_span: Bool[Tensor, "batch shots key"], span: str
+    rows: Float[Tensor, "batch heads key"], in_span: Bool[Tensor, "batch shots key"], span: SpanReduction
 ) -> Float[Tensor, "batch heads shots"]:
     mask = in_span[:, None]  # [b, 1, shots, k]
     values = rows[:, :, None, :]  # [b, H, 1, k]
@@ -394,7 +176,7 @@ def kernel_vote(
 
 
 def input_representations(
-    model: Any,
+    model: HookedModel,
     inputs: Sequence[str],
     *,
     template: Template,
@@ -476,11 +258,12 @@ def _selection_mask(n_prompts: int, fraction: float, seed: int) -> Bool[Tensor, 
 # the analysis
 # ---------------------------------------------------------------------------------------
 def kernel_regression(
-    model: Any,
+    model: HookedModel,
     task: Task | str,
     config: KernelRegressionConfig | None = None,
     *,
     show_progress: bool | None = None,
+    **overrides: Any,
 ) -> KernelRegressionResult:
     """Test "ICL is kernel regression over the demonstrations" head by head (Han et al. 2023).
 
@@ -488,7 +271,8 @@ def kernel_regression(
         model: a TransformerBridge / HookedTransformer with a tokenizer.
         task: a classification-style task (demonstrations share a small label set), e.g.
             ``"number_parity"``, ``"animal_object"``, ``"word_pos"``, ``"country_continent"``.
-        config: see :class:`KernelRegressionConfig`.
+        config: see :class:`KernelRegressionConfig`; keyword ``overrides`` replace its fields.
+        show_progress: progress bars (default: the global setting).
 
     Returns:
         A :class:`KernelRegressionResult`: per-head votes and agreement, the head picked on
@@ -496,7 +280,7 @@ def kernel_regression(
         attention/similarity correlations. ``plot()`` shows the headline bars,
         ``plot_heads()`` and ``plot_similarity()`` the per-head maps.
     """
-    cfg = config or KernelRegressionConfig()
+    cfg = KernelRegressionConfig.resolve(config, overrides)
     task = load_task(task)
     labels = task_labels(task)
     template = get_template(cfg.template)
@@ -504,7 +288,7 @@ def kernel_regression(
     layer = n_layers // 2 if cfg.similarity_layer is None else cfg.similarity_layer
     if not 0 <= layer < n_layers:
         raise ConfigError(f"similarity_layer {layer} is outside the model's {n_layers} layers")
-    label_ids = label_first_tokens(model.tokenizer, labels, template)
+    label_ids = label_first_tokens(tokenizer_of(model), labels, template)
     index_of = {y: i for i, y in enumerate(labels)}
 
     batch = build_prompts(model, task, cfg.n_shots, cfg.n_prompts, cfg.seed, template)
@@ -514,7 +298,7 @@ def kernel_regression(
     attention, logprobs = demo_attention(
         model, batch, span=cfg.span, batch_size=cfg.batch_size, show_progress=show_progress
     )
-    model_prediction = logprobs[:, label_ids].argmax(-1)
+    model_prediction = label_restricted_prediction(logprobs, label_ids)
     _, votes = kernel_vote(attention, demo_labels[:, None, None, :], len(labels))
 
     selection = _selection_mask(len(batch), cfg.select_fraction, cfg.seed)

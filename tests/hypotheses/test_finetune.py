@@ -11,14 +11,13 @@ import torch
 import icl_lens as il
 from icl_lens.core import hooks
 from icl_lens.core.results import results_equal
-from icl_lens.hypotheses.finetune import (
-    FinetuneComparison,
-    IclFinetuneConfig,
+from icl_lens.hypotheses.finetune import IclFinetuneConfig, compare_icl_finetuning
+from icl_lens.hypotheses.finetune_result import FinetuneComparison
+from icl_lens.hypotheses.finetune_training import (
     attention_parameters,
-    compare_icl_finetuning,
     finetune_on_demos,
     shuffle_weights_,
-    with_fixed_demos,
+    training_examples,
 )
 
 TEMPLATE = "{input}={output}\n"
@@ -142,20 +141,16 @@ def test_rec2ftp_by_hand():
     assert m.accuracy("finetuned") == 0.75
 
 
-def test_fixed_demo_prompts_match_the_text(tiny, label_task):
-    test = il.build_prompts(tiny, label_task, 0, 5, 0, TEMPLATE, kind="zero_shot")
-    demos = label_task.pairs[:3]
-    icl = with_fixed_demos(tiny, test, demos)
-    decode = tiny.tokenizer.decode
-    for r in range(len(icl)):
-        valid = icl.tokens[r][icl.attention_mask[r].bool()]
-        assert decode(valid[1:].tolist()) == icl.texts[r]  # BOS, then exactly the text
-        for i, (x, y) in enumerate(demos):
-            assert decode(icl.tokens[r, icl.input_spans[r, i, 0] : icl.input_spans[r, i, 1]].tolist()) == x
-            assert decode(icl.tokens[r, icl.label_spans[r, i, 0] : icl.label_spans[r, i, 1]].tolist()) == y
-        q0, q1 = icl.query_spans[r].tolist()
-        assert decode(icl.tokens[r, q0:q1].tolist()) == icl.queries[r]
-        assert int(icl.last_pos[r]) == icl.tokens.shape[1] - 1
+def test_training_examples_are_the_zero_shot_prompts_and_their_labels(tiny, label_task):
+    """Fine-tuning trains on exactly the tokens build_prompts puts in a zero-shot prompt and its answer."""
+    demos = label_task.pairs[:4]
+    examples = training_examples(tiny, demos, il.Template(TEMPLATE))
+    zero_shot = il.build_prompts(tiny, il.Task("d", demos), 0, 4, 0, TEMPLATE, kind="zero_shot")
+    for (prompt, label), (x, y) in zip(examples, demos, strict=True):
+        r = zero_shot.queries.index(x)
+        assert prompt == zero_shot.tokens[r][zero_shot.attention_mask[r].bool()].tolist()
+        assert tuple(label) == zero_shot.answer_tokens[r]
+        assert tiny.tokenizer.decode(prompt[1:] + label) == f"{x}={y}"
 
 
 def test_shuffled_weights_keep_values_and_lose_order(tiny):
@@ -177,3 +172,13 @@ def test_smollm2_original_untouched_and_kv_trained(smollm2):
     assert changed == set(attention_parameters(tuned, ("k", "v")))
     assert len(changed) == 60  # 30 layers x (k_proj, v_proj) weights, no biases
     assert hooks.count_hooks(smollm2) == 0
+
+
+def test_an_unknown_override_is_refused_naming_the_fields(tiny, label_task):
+    with pytest.raises(
+        il.ConfigError,
+        match=r"IclFinetuneConfig has no field 'learning_rate' \(did you mean 'learning_rates'\?\); valid fields: n_shots",
+    ):
+        compare_icl_finetuning(tiny, label_task, learning_rate=0.1)
+    with pytest.raises(il.ConfigError, match="each entry of trainable must be one of 'q', 'k', 'v', 'o'; got 'w'"):
+        compare_icl_finetuning(tiny, label_task, trainable=("k", "w"))

@@ -186,3 +186,13 @@ def test_smollm2_number_parity(smollm2):
     # Bhattacharyya coefficients lie in [0, 1]; an input is never its own demonstration
     assert float(result.similarity_output.max()) < 1 and float(result.similarity_output.min()) >= 0
     assert hooks.count_hooks(smollm2) == 0
+
+
+def test_an_unknown_override_is_refused_naming_the_fields(tiny, label_task):
+    with pytest.raises(
+        il.ConfigError,
+        match=r"KernelRegressionConfig has no field 'spans' \(did you mean 'span'\?\); valid fields: n_shots",
+    ):
+        kernel_regression(tiny, label_task, spans="mean")
+    with pytest.raises(il.ConfigError, match="span must be one of 'max', 'mean'; got 'median'"):
+        kernel_regression(tiny, label_task, span="median")

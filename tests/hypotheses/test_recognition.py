@@ -7,13 +7,13 @@ import torch
 
 import icl_lens as il
 from icl_lens.core.results import results_equal
+from icl_lens.hypotheses.labels import label_first_tokens
 from icl_lens.hypotheses.recognition import (
     RecognitionConfig,
     abstract_label_map,
-    label_first_tokens,
     recognition_vs_learning,
 )
-from icl_lens.prompting.evaluation import answer_logprobs
+from icl_lens.prompting.evaluation import next_token_logprobs
 
 TEMPLATE = "{input}={output}\n"
 WORDS = ["ab", "cd", "ef", "gh", "ij", "kl", "mn", "op", "qr", "st", "uv", "wx", "yz", "ba", "dc", "fe", "hg", "ji"]
@@ -76,10 +76,10 @@ def test_settings_by_hand(tiny_gqa, label_task):
     assert result.settings == ("gold", "random", "abstract") and result.chance == 0.5
     # zero shots: gold and random prompts are the same prompts
     assert torch.equal(result.correct[0, 0], result.correct[1, 0])
-    # the gold setting at 3 shots, recomputed from build_prompts and answer_logprobs
+    # the gold setting at 3 shots, recomputed from build_prompts and next_token_logprobs
     batch = il.build_prompts(tiny_gqa, label_task, 3, 6, 0, TEMPLATE)
     ids = label_first_tokens(tiny_gqa.tokenizer, ("x", "y"), il.Template(TEMPLATE))
-    lp = answer_logprobs(tiny_gqa, batch)
+    lp = next_token_logprobs(tiny_gqa, batch)
     assert torch.equal(result.correct[0, 1], ids[lp[:, ids].argmax(-1)] == batch.answer_ids)
     # abstract: the same prompts with every label replaced through the map
     mapped = il.Task("m", tuple((x, result.label_map[y]) for x, y in label_task.pairs))
@@ -87,7 +87,7 @@ def test_settings_by_hand(tiny_gqa, label_task):
     assert abstract.queries == batch.queries
     assert [[x for x, _ in d] for d in abstract.demos] == [[x for x, _ in d] for d in batch.demos]
     ids_abs = label_first_tokens(tiny_gqa.tokenizer, tuple(result.label_map.values()), il.Template(TEMPLATE))
-    lp_abs = answer_logprobs(tiny_gqa, abstract)
+    lp_abs = next_token_logprobs(tiny_gqa, abstract)
     assert torch.equal(result.correct[2, 1], ids_abs[lp_abs[:, ids_abs].argmax(-1)] == abstract.answer_ids)
     assert result.accuracy_of("abstract")[1] == pytest.approx(float(result.correct[2, 1].float().mean()))
     # batch size changes nothing
@@ -123,3 +123,13 @@ def test_smollm2_recognises_animal_object(smollm2):
     assert result.accuracy_of("gold")[1] >= 0.75  # 29/32 with 32 prompts (docs/hypotheses.md)
     # zero shots: gold and random prompts are identical
     assert result.accuracy_of("gold")[0] == result.accuracy_of("random")[0]
+
+
+def test_an_unknown_override_is_refused_naming_the_fields(tiny_gqa, label_task):
+    with pytest.raises(
+        il.ConfigError, match=r"RecognitionConfig has no field 'shot' \(did you mean 'shots'\?\); valid fields: shots"
+    ):
+        recognition_vs_learning(tiny_gqa, label_task, shot=(0, 2))
+    cfg = RecognitionConfig(shots=(0, 3), n_prompts=4, template=TEMPLATE)
+    overridden = recognition_vs_learning(tiny_gqa, label_task, cfg, shots=(1,))
+    assert overridden.config == cfg.replace(shots=(1,)) and overridden.correct.shape == (3, 1, 4)
