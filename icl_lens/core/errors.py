@@ -34,3 +34,7 @@ class ResultFileError(IclLensError, ValueError):
 
 class ModelContractError(IclLensError, TypeError):
     """The object passed as a model does not speak the TransformerLens hook contract."""
+
+
+class VectorMismatchError(ConfigError):
+    """A vector was applied to a model (or a weight-processing mode) it was not read from."""

@@ -7,36 +7,35 @@
 * The task split: demonstrations come from the train part, layers are chosen on the dev
   part, and accuracy is reported on the test part, so no reported query was used to build
   or choose anything.
-* Small numeric helpers (top-1 accuracy, KL divergence between next-token distributions).
+* The checks every vector analysis runs first (:func:`split_for_vectors`,
+  :func:`layers_to_try`), and the KL divergence between next-token distributions.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Literal
 
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
 from icl_lens.core import hooks
-from icl_lens.core.errors import ConfigError
+from icl_lens.core.errors import ConfigError, VectorMismatchError
+from icl_lens.core.hooks import HookedModel
 from icl_lens.core.models import model_name
 from icl_lens.core.results import register
-from icl_lens.prompting.prompts import Template
 from icl_lens.prompting.tasks import Task
+from icl_lens.prompting.templates import Template
 
 DEFAULT_SPLIT: tuple[float, float, float] = (0.6, 0.2, 0.2)
 """Fractions of a task's pairs used for (demonstrations and extraction, dev, test)."""
 
-SPLIT_NAMES = ("train", "dev", "test")
+ModelMode = Literal["compatibility", "hooked_transformer", "default"]
+"""The coordinate system of a model's activations (see :func:`model_mode`)."""
 
 
-class VectorMismatchError(ConfigError):
-    """A vector was applied to a model (or a weight-processing mode) it was not read from."""
-
-
-def model_mode(model: Any) -> str:
+def model_mode(model: HookedModel) -> ModelMode:
     """The coordinate system of a model's activations.
 
     ``"compatibility"``: a bridge with ``enable_compatibility_mode()`` (layer norms folded,
@@ -71,7 +70,7 @@ class VectorOrigin:
     task_data: Task | None = None
     """The task itself (pairs included), so a saved vector says exactly what it was read from."""
 
-    def check_model(self, model: Any, what: str = "this vector") -> None:
+    def check_model(self, model: HookedModel, what: str = "this vector") -> None:
         """Raise :class:`VectorMismatchError` unless ``model`` is the model of this vector."""
         s = hooks.spec(model)
         name, mode = model_name(model), model_mode(model)
@@ -125,18 +124,33 @@ def check_split_fractions(fractions: Sequence[float]) -> tuple[float, ...]:
     return fr
 
 
-def origin_for(
-    model: Any,
+def check_train_size(task: Task, train: Task, n_shots: int, extra: int, what: str) -> None:
+    """Refuse a train part too small for ``n_shots`` demonstrations plus ``extra`` queries (``what``)."""
+    need = n_shots + extra
+    if len(train) < need:
+        raise ConfigError(
+            f"the train part of task {task.name!r} has {len(train)} pairs; {n_shots} demonstrations plus "
+            f"{what} need {need}. Lower n_shots or give the train part a larger fraction (config.split)."
+        )
+
+
+def split_for_vectors(
+    model: HookedModel,
     task: Task,
     template: Template,
     n_shots: int,
     split: Sequence[float],
     split_seed: int,
     seed: int,
-    parts: tuple[Task, Task, Task],
-) -> VectorOrigin:
+    *,
+    extra: int,
+    what: str,
+) -> tuple[tuple[Task, Task, Task], VectorOrigin]:
+    """The task's ``(train, dev, test)`` parts and the vector's origin, once the train part is big enough."""
+    parts = split_task(task, split, split_seed)
+    check_train_size(task, parts[0], n_shots, extra, what)
     s = hooks.spec(model)
-    return VectorOrigin(
+    origin = VectorOrigin(
         model=model_name(model),
         mode=model_mode(model),
         n_layers=s.n_layers,
@@ -152,11 +166,26 @@ def origin_for(
         n_test=len(parts[2]),
         task_data=task,
     )
+    return parts, origin
 
 
-def top1_correct(logprobs: Float[Tensor, "batch d_vocab"], answer_ids: Int[Tensor, " batch"]) -> Bool[Tensor, " batch"]:
-    """Whether the answer's first token is the most likely next token."""
-    return logprobs.argmax(-1).cpu() == answer_ids.cpu()
+def check_layer_list(layers: Sequence[int] | None) -> tuple[int, ...] | None:
+    """A config's ``layers`` as a tuple of ints (``None`` stays ``None``: every layer)."""
+    if layers is None:
+        return None
+    out = tuple(int(layer) for layer in layers)
+    if not out:
+        raise ConfigError("layers must name at least one layer (or be None for all)")
+    return out
+
+
+def layers_to_try(model: HookedModel, layers: Sequence[int] | None) -> tuple[int, ...]:
+    """The layers a sweep visits: ``layers`` (checked against the model), or all of them."""
+    n_layers = hooks.spec(model).n_layers
+    chosen = tuple(layers) if layers is not None else tuple(range(n_layers))
+    if any(not 0 <= layer < n_layers for layer in chosen):
+        raise ConfigError(f"layers {chosen} out of range for a {n_layers}-layer model")
+    return chosen
 
 
 def kl_divergence(

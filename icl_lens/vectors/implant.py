@@ -22,8 +22,9 @@ were never seen while extracting the vector; ICL demonstrations come from the tr
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Bool, Float
@@ -31,31 +32,93 @@ from torch import Tensor
 
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
+from icl_lens.core.hooks import HookedModel
+from icl_lens.core.options import check_choice
 from icl_lens.core.progress import progress
+from icl_lens.core.results import Config
+from icl_lens.patching.metrics import top1_correct
 from icl_lens.patching.steering import baseline_and_implanted_logprobs, implant, implanted_logprobs, layer_sweep
-from icl_lens.prompting.evaluation import answer_logprobs
+from icl_lens.prompting.encoding import encode_texts
+from icl_lens.prompting.evaluation import next_token_logprobs
 from icl_lens.prompting.prompts import PromptBatch, build_prompts
+from icl_lens.prompting.sampling import PromptKind
 from icl_lens.prompting.tasks import Task, load_task
 from icl_lens.vectors.common import (
-    VectorMismatchError,
+    check_layer_list,
+    check_train_size,
     kl_divergence,
+    layers_to_try,
     n_queries,
     split_task,
-    top1_correct,
 )
-from icl_lens.vectors.function_vectors import FunctionVectorResult
-from icl_lens.vectors.implant_result import CONDITIONS, ImplantConfig, ImplantResult
-from icl_lens.vectors.task_vectors import TaskVectorResult
+from icl_lens.vectors.function_vector_result import FunctionVectorResult
+from icl_lens.vectors.implant_result import CONDITIONS, ImplantResult
+from icl_lens.vectors.task_vector_result import TaskVectorResult
 
 Vector = FunctionVectorResult | TaskVectorResult
 
-__all__ = [
-    "CONDITIONS",
-    "ImplantConfig",
-    "ImplantResult",
-    "VectorMismatchError",
-    "evaluate_implant",
-]
+LayerChoice = Literal["dev", "default"]
+"""How :func:`evaluate_implant` picks its layer when not given an index (see ``ImplantConfig.layer``)."""
+
+DEFAULT_SPECIFICITY_TASKS: tuple[str, ...] = (
+    "antonym",
+    "english_french",
+    "country_capital",
+    "uppercase",
+    "present_past",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImplantConfig(Config):
+    """Settings of :func:`evaluate_implant`.
+
+    Attributes:
+        n_test, n_dev: queries from the test and dev splits (at most the split's size).
+        layer: where the vector goes: ``"dev"`` (best zero-shot + vector accuracy on dev,
+            ties broken by the answer's probability), ``"default"`` (the vector's own layer:
+            ``n_layers // 3`` for a function vector as in Todd et al., the dev-chosen layer
+            for a task vector), or a layer index.
+        layers: layers in the sweep (``None``: all).
+        scale: multiplier of an added (function) vector.
+        specificity_tasks: other tasks whose zero-shot queries receive the vector.
+        n_specificity: test queries per task in the specificity matrix.
+        natural_template: a sentence with ``{input}``; ``n_natural`` test inputs, with
+            ``n_generate`` greedy tokens each.
+        seed: prompt sampling (queries, demonstrations, label shuffles).
+        batch_size: prompts per forward pass (results do not depend on it).
+        method: the patching engine's path for the layer sweep.
+    """
+
+    n_test: int = 50
+    n_dev: int = 25
+    layer: int | LayerChoice = "dev"
+    layers: tuple[int, ...] | None = None
+    scale: float = 1.0
+    specificity_tasks: tuple[str | Task, ...] = DEFAULT_SPECIFICITY_TASKS
+    n_specificity: int = 20
+    natural_template: str = 'The word "{input}" means'
+    n_natural: int = 5
+    n_generate: int = 5
+    seed: int = 0
+    batch_size: int = 25
+    method: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", check_layer_list(self.layers))
+        object.__setattr__(self, "specificity_tasks", tuple(self.specificity_tasks))
+        if not isinstance(self.layer, int) or isinstance(self.layer, bool):
+            check_choice(self.layer, LayerChoice, "layer (or a layer index)")
+        if min(self.n_test, self.n_dev, self.n_specificity, self.batch_size) < 1:
+            raise ConfigError("n_test, n_dev, n_specificity and batch_size must be >= 1")
+        if self.n_natural < 0 or self.n_generate < 0:
+            raise ConfigError("n_natural and n_generate must be >= 0")
+        if self.natural_template.count("{input}") != 1 or "{output}" in self.natural_template:
+            raise ConfigError(
+                f"natural_template must contain {{input}} once and no {{output}}, got {self.natural_template!r}"
+            )
+        if self.method not in ("auto", "fast", "plain"):
+            raise ConfigError(f"method must be 'auto', 'fast' or 'plain', got {self.method!r}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -74,7 +137,7 @@ def _vectors_by_layer(vector: Vector, n_layers: int) -> Float[Tensor, "n_layers 
 
 
 def evaluate_implant(
-    model: Any,
+    model: HookedModel,
     task: Task | str | None,
     vector: Vector,
     config: ImplantConfig | None = None,
@@ -96,9 +159,7 @@ def evaluate_implant(
             rows (they go in at the same layer as ``vector``).
         show_progress: progress bars (default: the global setting).
     """
-    cfg = config or ImplantConfig()
-    if overrides:
-        cfg = cfg.replace(**overrides)
+    cfg = ImplantConfig.resolve(config, overrides)
     if not isinstance(vector, FunctionVectorResult | TaskVectorResult):
         raise ConfigError(
             f"vector must be a FunctionVectorResult or TaskVectorResult (from il.function_vector / "
@@ -113,16 +174,13 @@ def evaluate_implant(
     template = origin.template
     n_shots = origin.n_shots
     train, dev, test = split_task(task, origin.split, origin.split_seed)
-    if len(train) < n_shots + 1:
-        raise ConfigError(f"the train part of task {task.name!r} has {len(train)} pairs, too few for {n_shots} shots")
-    layers = cfg.layers if cfg.layers is not None else tuple(range(s.n_layers))
-    if any(not 0 <= l < s.n_layers for l in layers):
-        raise ConfigError(f"layers {layers} out of range for a {s.n_layers}-layer model")
+    check_train_size(task, train, n_shots, 1, "a query")
+    layers = layers_to_try(model, cfg.layers)
     vectors = _vectors_by_layer(vector, s.n_layers)
     steps = progress(range(6), total=6, desc="evaluate_implant", enabled=show_progress)
     next(steps, None)
 
-    def prompts(pool: Task, kind: str, n: int) -> PromptBatch:
+    def prompts(pool: Task, kind: PromptKind, n: int) -> PromptBatch:
         shots = 0 if kind == "zero_shot" else n_shots
         demos = None if kind == "zero_shot" else train
         return build_prompts(model, pool, shots, n_queries(n, pool), cfg.seed, template, kind=kind, demos_from=demos)
@@ -154,13 +212,13 @@ def evaluate_implant(
 
     # 1-2. accuracy and distributions at the chosen layer
     put = dict(vector=vectors[layer], layer=layer, operation=operation, scale=cfg.scale, batch_size=cfg.batch_size)
-    lp: dict[str, Tensor] = {"icl": answer_logprobs(model, test_icl, batch_size=cfg.batch_size)}
+    lp: dict[str, Tensor] = {"icl": next_token_logprobs(model, test_icl, batch_size=cfg.batch_size)}
     lp["zero_shot"], lp["zero_shot+vector"] = baseline_and_implanted_logprobs(model, test_zs, **put)
     next(steps, None)
     lp["shuffled"], lp["shuffled+vector"] = baseline_and_implanted_logprobs(model, test_shuf, **put)
     next(steps, None)
     answers = test_zs.answer_ids
-    correct = torch.stack([top1_correct(lp[c], answers) for c in CONDITIONS])
+    correct = torch.stack([top1_correct(lp[c], test_zs).bool() for c in CONDITIONS])
     prob = torch.stack([lp[c].gather(1, answers[:, None]).squeeze(1).exp() for c in CONDITIONS])
     kl = torch.stack([kl_divergence(lp["icl"], lp[c]) for c in CONDITIONS])
     icl_top = lp["icl"].argmax(-1)
@@ -207,7 +265,7 @@ def evaluate_implant(
 
 
 def _choose_on_dev(
-    model: Any,
+    model: HookedModel,
     dev_zs: PromptBatch,
     dev_correct: Bool[Tensor, "layers dev"],
     layers: Sequence[int],
@@ -232,7 +290,7 @@ def _choose_on_dev(
 
 
 def _specificity(
-    model: Any, task: Task, vector: Vector, others: Sequence[Vector], layer: int, cfg: ImplantConfig
+    model: HookedModel, task: Task, vector: Vector, others: Sequence[Vector], layer: int, cfg: ImplantConfig
 ) -> tuple[tuple[str, ...], tuple[str, ...], Float[Tensor, "vectors tasks"]]:
     """Rows: no vector, then each vector; columns: this task, then the other tasks."""
     s = hooks.spec(model)
@@ -251,7 +309,7 @@ def _specificity(
         )
         for i, row in enumerate(rows):
             if row is None:
-                lp = answer_logprobs(model, batch, batch_size=cfg.batch_size)
+                lp = next_token_logprobs(model, batch, batch_size=cfg.batch_size)
             else:
                 lp = implanted_logprobs(
                     model,
@@ -262,41 +320,26 @@ def _specificity(
                     scale=cfg.scale,
                     batch_size=cfg.batch_size,
                 )
-            out[i, j] = top1_correct(lp, batch.answer_ids).float().mean()
+            out[i, j] = top1_correct(lp, batch).mean()
     labels = ("no vector", *(_label(r) for r in rows[1:] if r is not None))
     return labels, tuple(c.name for c in columns), out
 
 
 def _natural_text(
-    model: Any, test: Task, vector: Float[Tensor, " d_model"], layer: int, operation: str, cfg: ImplantConfig
+    model: HookedModel, test: Task, vector: Float[Tensor, " d_model"], layer: int, operation: str, cfg: ImplantConfig
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """Greedy continuations of ``natural_template`` with and without the vector at its last token."""
     if cfg.n_natural == 0 or cfg.n_generate == 0:
         return (), (), ()
     texts = tuple(cfg.natural_template.replace("{input}", x) for x, _ in test.pairs[: cfg.n_natural])
-    tokens, mask = _left_padded(model, texts)
+    tokens, mask = encode_texts(model, texts, padding_side="left")
     plain = _greedy(model, tokens, mask, cfg.n_generate, None)
     implanted = _greedy(model, tokens, mask, cfg.n_generate, (vector, layer, operation, cfg.scale))
     return texts, plain, implanted
 
 
-def _left_padded(model: Any, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-    """Token ids (with BOS where the model prepends one) left-padded, and their attention mask."""
-    tok = model.tokenizer
-    bos = [tok.bos_token_id] if getattr(model.cfg, "default_prepend_bos", True) and tok.bos_token_id is not None else []
-    rows = [bos + list(tok.encode(t, add_special_tokens=False)) for t in texts]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    width = max(len(r) for r in rows)
-    tokens = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        tokens[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-        mask[i, width - len(r) :] = 1
-    return tokens, mask
-
-
 def _greedy(
-    model: Any, tokens: Tensor, mask: Tensor, n_new: int, put: tuple[Tensor, int, str, float] | None
+    model: HookedModel, tokens: Tensor, mask: Tensor, n_new: int, put: tuple[Tensor, int, str, float] | None
 ) -> tuple[str, ...]:
     """``n_new`` greedy tokens; the vector (if any) goes in at the prompt's last token only."""
     where = tokens.shape[1] - 1  # left padding: every prompt ends in this column

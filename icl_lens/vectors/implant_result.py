@@ -1,83 +1,22 @@
-"""The typed result and the config of :func:`icl_lens.evaluate_implant` (tables, plots, HTML)."""
+"""The result of :func:`icl_lens.vectors.implant.evaluate_implant` (tables, plots, HTML)."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from icl_lens.core.errors import ConfigError
 from icl_lens.core.plotting import pyplot
-from icl_lens.core.results import Config, Result
-from icl_lens.prompting.tasks import Task
+from icl_lens.core.results import Result
 from icl_lens.vectors.common import VectorOrigin
 
+if TYPE_CHECKING:
+    from icl_lens.vectors.implant import ImplantConfig
+
+
 CONDITIONS: tuple[str, ...] = ("zero_shot", "zero_shot+vector", "icl", "shuffled", "shuffled+vector")
-
-DEFAULT_SPECIFICITY_TASKS: tuple[str, ...] = (
-    "antonym",
-    "english_french",
-    "country_capital",
-    "uppercase",
-    "present_past",
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class ImplantConfig(Config):
-    """Settings of :func:`evaluate_implant`.
-
-    Attributes:
-        n_test, n_dev: queries from the test and dev splits (at most the split's size).
-        layer: where the vector goes: ``"dev"`` (best zero-shot + vector accuracy on dev,
-            ties broken by the answer's probability), ``"default"`` (the vector's own layer:
-            ``n_layers // 3`` for a function vector as in Todd et al., the dev-chosen layer
-            for a task vector), or a layer index.
-        layers: layers in the sweep (``None``: all).
-        scale: multiplier of an added (function) vector.
-        specificity_tasks: other tasks whose zero-shot queries receive the vector.
-        n_specificity: test queries per task in the specificity matrix.
-        natural_template: a sentence with ``{input}``; ``n_natural`` test inputs, with
-            ``n_generate`` greedy tokens each.
-        seed: prompt sampling (queries, demonstrations, label shuffles).
-        batch_size: prompts per forward pass (results do not depend on it).
-        method: the patching engine's path for the layer sweep.
-    """
-
-    n_test: int = 50
-    n_dev: int = 25
-    layer: int | str = "dev"
-    layers: tuple[int, ...] | None = None
-    scale: float = 1.0
-    specificity_tasks: tuple[str | Task, ...] = DEFAULT_SPECIFICITY_TASKS
-    n_specificity: int = 20
-    natural_template: str = 'The word "{input}" means'
-    n_natural: int = 5
-    n_generate: int = 5
-    seed: int = 0
-    batch_size: int = 25
-    method: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(int(l) for l in self.layers))
-            if not self.layers:
-                raise ConfigError("layers must name at least one layer (or be None for all)")
-        object.__setattr__(self, "specificity_tasks", tuple(self.specificity_tasks))
-        if isinstance(self.layer, str) and self.layer not in ("dev", "default"):
-            raise ConfigError(f"layer must be 'dev', 'default' or a layer index, got {self.layer!r}")
-        if min(self.n_test, self.n_dev, self.n_specificity, self.batch_size) < 1:
-            raise ConfigError("n_test, n_dev, n_specificity and batch_size must be >= 1")
-        if self.n_natural < 0 or self.n_generate < 0:
-            raise ConfigError("n_natural and n_generate must be >= 0")
-        if self.natural_template.count("{input}") != 1 or "{output}" in self.natural_template:
-            raise ConfigError(
-                f"natural_template must contain {{input}} once and no {{output}}, got {self.natural_template!r}"
-            )
-        if self.method not in ("auto", "fast", "plain"):
-            raise ConfigError(f"method must be 'auto', 'fast' or 'plain', got {self.method!r}")
 
 
 @dataclasses.dataclass(frozen=True)

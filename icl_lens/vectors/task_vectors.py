@@ -23,25 +23,27 @@ import dataclasses
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float
-from torch import Tensor
 
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
-from icl_lens.core.results import Config, Result
-from icl_lens.prompting.evaluation import answer_logprobs
-from icl_lens.prompting.prompts import build_prompts, get_template
+from icl_lens.core.hooks import HookedModel
+from icl_lens.core.results import Config
+from icl_lens.patching.activations import resid_activations_and_logits
+from icl_lens.patching.metrics import top1_correct
+from icl_lens.patching.steering import layer_sweep, resid_at_answer
+from icl_lens.prompting.evaluation import next_token_logprobs
+from icl_lens.prompting.prompts import build_prompts
 from icl_lens.prompting.tasks import Task, load_task
+from icl_lens.prompting.templates import get_template
 from icl_lens.vectors.common import (
     DEFAULT_SPLIT,
-    FromOrigin,
-    VectorOrigin,
+    check_layer_list,
     check_split_fractions,
+    layers_to_try,
     n_queries,
-    origin_for,
-    split_task,
-    top1_correct,
+    split_for_vectors,
 )
+from icl_lens.vectors.task_vector_result import TaskVectorResult
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,10 +83,7 @@ class TaskVectorConfig(Config):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "split", check_split_fractions(self.split))
-        if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(int(l) for l in self.layers))
-            if not self.layers:
-                raise ConfigError("layers must name at least one layer (or be None for all)")
+        object.__setattr__(self, "layers", check_layer_list(self.layers))
         get_template(self.template)
         if self.n_shots < 1 or self.n_dummy < 1:
             raise ConfigError("n_shots and n_dummy must be >= 1")
@@ -94,117 +93,8 @@ class TaskVectorConfig(Config):
             raise ConfigError(f"method must be 'auto', 'fast' or 'plain', got {self.method!r}")
 
 
-@dataclasses.dataclass(frozen=True)
-class TaskVectorResult(FromOrigin, Result):
-    """Task vectors at every layer, and how well each one does on zero-shot queries.
-
-    Attributes:
-        vectors: θ_L for every layer ``[n_layers, d_model]`` (rows of unswept layers are
-            still the extracted vectors).
-        layers: the layers tried.
-        dev_accuracy, test_accuracy: zero-shot top-1 accuracy with θ_L patched in, per tried layer.
-        best_layer: the layer with the highest dev accuracy (ties: the earliest).
-        zero_shot_accuracy, icl_accuracy: on the same test queries, without any vector and
-            with ``n_shots`` demonstrations from the train split.
-        test_correct: per tried layer and test query, whether the patched run is right.
-        ceiling_accuracy: per tried layer, zero-shot test accuracy with each query's own
-            ICL state patched in (see ``TaskVectorConfig.ceiling``; ``None`` if not run).
-            Where even this stays near zero, the model has not yet moved the task into the
-            last token at that layer: later layers still read the demonstrations
-            themselves, and no vector put in there can stand in for them.
-    """
-
-    title = "Task vector"
-
-    origin: VectorOrigin
-    config: TaskVectorConfig
-    vectors: Float[Tensor, "n_layers d_model"]
-    layers: tuple[int, ...]
-    dev_accuracy: Float[Tensor, " layers"]
-    test_accuracy: Float[Tensor, " layers"]
-    test_correct: Bool[Tensor, "layers test"]
-    best_layer: int
-    zero_shot_accuracy: float
-    icl_accuracy: float
-    n_dev: int
-    n_test: int
-    hook: str = "resid_post"
-    ceiling_accuracy: Float[Tensor, " layers"] | None = None
-
-    kind = "task"
-
-    @property
-    def layer(self) -> int:
-        """The layer whose vector is used by default (best on dev)."""
-        return self.best_layer
-
-    @property
-    def vector(self) -> Float[Tensor, " d_model"]:
-        """θ at the best layer."""
-        return self.vectors[self.best_layer]
-
-    @property
-    def test_accuracy_at_best(self) -> float:
-        return float(self.test_accuracy[self.layers.index(self.best_layer)])
-
-    @property
-    def recovered(self) -> float:
-        """Test accuracy with the task vector as a fraction of ICL accuracy."""
-        return self.test_accuracy_at_best / self.icl_accuracy if self.icl_accuracy > 0 else float("nan")
-
-    def to_dataframe(self) -> Any:
-        import pandas as pd
-
-        cols: dict[str, Any] = dict(
-            layer=list(self.layers),
-            dev_accuracy=self.dev_accuracy.tolist(),
-            test_accuracy=self.test_accuracy.tolist(),
-        )
-        if self.ceiling_accuracy is not None:
-            cols["ceiling_accuracy"] = self.ceiling_accuracy.tolist()
-        cols["best"] = [l == self.best_layer for l in self.layers]
-        return pd.DataFrame(cols)
-
-    def summary(self) -> str:
-        return (
-            f"{self.origin.model} / {self.origin.task}: best layer {self.best_layer} (dev"
-            + (", where no layer scored above 0%: the choice is arbitrary" if float(self.dev_accuracy.max()) == 0 else "")
-            + f"), test accuracy "
-            f"{self.test_accuracy_at_best:.0%} with the task vector vs {self.icl_accuracy:.0%} ICL "
-            f"({self.origin.n_shots} shots) and {self.zero_shot_accuracy:.0%} zero-shot; "
-            f"{self.n_test} test queries"
-            + (
-                ""
-                if self.ceiling_accuracy is None
-                else f"; each query's own ICL state, patched in, reaches {float(self.ceiling_accuracy.max()):.0%} "
-                f"at best (layer {self.layers[int(torch.argmax(self.ceiling_accuracy))]})"
-            )
-        )
-
-    def _plot(self, ax: Any) -> None:
-        ax.plot(self.layers, self.test_accuracy.tolist(), marker="o", label="test: zero-shot + task vector")
-        ax.plot(self.layers, self.dev_accuracy.tolist(), marker=".", ls=":", label="dev (chooses the layer)")
-        if self.ceiling_accuracy is not None:
-            ax.plot(
-                self.layers,
-                self.ceiling_accuracy.tolist(),
-                marker="s",
-                ms=3,
-                color="purple",
-                label="test: each query's own ICL state (ceiling)",
-            )
-        ax.axhline(self.icl_accuracy, color="green", ls="--", label=f"ICL ({self.origin.n_shots} shots)")
-        ax.axhline(self.zero_shot_accuracy, color="grey", ls="--", label="zero-shot")
-        ax.axvline(self.best_layer, color="black", lw=0.8)
-        ax.set_xlabel("layer L (residual stream after block L replaced)")
-        ax.set_ylabel("top-1 accuracy")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"Task vector by layer: {self.origin.task} ({self.origin.model})")
-        ax.legend(fontsize="small")
-
-
 def task_vector(
-    model: Any,
+    model: HookedModel,
     task: Task | str,
     config: TaskVectorConfig | None = None,
     *,
@@ -219,25 +109,22 @@ def task_vector(
         config: :class:`TaskVectorConfig`; keyword ``overrides`` replace its fields.
         show_progress: progress bars (default: the global setting).
     """
-    from icl_lens.patching.activations import resid_activations_and_logits
-    from icl_lens.patching.steering import layer_sweep, resid_at_answer
-
-    cfg = config or TaskVectorConfig()
-    if overrides:
-        cfg = cfg.replace(**overrides)
+    cfg = TaskVectorConfig.resolve(config, overrides)
     task = load_task(task)
     template = get_template(cfg.template)
-    train, dev, test = parts = split_task(task, cfg.split, cfg.split_seed)
-    if len(train) < cfg.n_shots + 2:
-        raise ConfigError(
-            f"the train part of task {task.name!r} has {len(train)} pairs; {cfg.n_shots} demonstrations, a "
-            "query and a dummy query need more. Lower n_shots or enlarge the train fraction (config.split)."
-        )
+    (train, dev, test), origin = split_for_vectors(
+        model,
+        task,
+        template,
+        cfg.n_shots,
+        cfg.split,
+        cfg.split_seed,
+        cfg.seed,
+        extra=2,
+        what="a query and a dummy query",
+    )
     s = hooks.spec(model)
-    layers = cfg.layers if cfg.layers is not None else tuple(range(s.n_layers))
-    if any(not 0 <= l < s.n_layers for l in layers):
-        raise ConfigError(f"layers {layers} out of range for a {s.n_layers}-layer model")
-    origin = origin_for(model, task, template, cfg.n_shots, cfg.split, cfg.split_seed, cfg.seed, parts)
+    layers = layers_to_try(model, cfg.layers)
 
     total = torch.zeros(s.n_layers, s.d_model, dtype=torch.float64)
     count = 0
@@ -273,9 +160,9 @@ def task_vector(
         ceiling = layer_sweep(model, test_zs, show_progress=show_progress, **{**sweep_args, "vectors": own.float()})
         ceiling = ceiling.float().mean(-1)
     else:
-        icl_logits = answer_logprobs(model, test_icl, batch_size=cfg.batch_size)
-    zs_acc = top1_correct(answer_logprobs(model, test_zs, batch_size=cfg.batch_size), test_zs.answer_ids)
-    icl_acc = top1_correct(icl_logits, test_icl.answer_ids)  # argmax: logits or log-probs alike
+        icl_logits = next_token_logprobs(model, test_icl, batch_size=cfg.batch_size)
+    zs_acc = top1_correct(next_token_logprobs(model, test_zs, batch_size=cfg.batch_size), test_zs)
+    icl_acc = top1_correct(icl_logits, test_icl)  # argmax: logits or log-probs alike
     return TaskVectorResult(
         origin=origin,
         config=cfg,
@@ -285,8 +172,8 @@ def task_vector(
         test_accuracy=test_acc,
         test_correct=test_correct,
         best_layer=int(best),
-        zero_shot_accuracy=float(zs_acc.float().mean()),
-        icl_accuracy=float(icl_acc.float().mean()),
+        zero_shot_accuracy=float(zs_acc.mean()),
+        icl_accuracy=float(icl_acc.mean()),
         n_dev=len(dev_zs),
         n_test=len(test_zs),
         ceiling_accuracy=ceiling,

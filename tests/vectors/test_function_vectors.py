@@ -12,6 +12,7 @@ import icl_lens as il
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.results import results_equal
+from icl_lens.prompting.evaluation import next_token_logprobs
 from icl_lens.vectors.common import split_task
 from icl_lens.vectors.function_vectors import (
     FunctionVectorConfig,
@@ -125,7 +126,7 @@ def test_filter_keeps_only_correct_prompts(tiny_gqa, word_task):
     # Make prompts 0, 2, 5, 6, 7 "correct" by setting their expected answer to the
     # model's own prediction, and the others wrong.
     candidates = il.build_prompts(tiny_gqa, word_task, 3, 9, 0, TEMPLATE)
-    predicted = il.answer_logprobs(tiny_gqa, candidates).argmax(-1)
+    predicted = next_token_logprobs(tiny_gqa, candidates).argmax(-1)
     right = torch.tensor([1, 0, 1, 0, 0, 1, 1, 1, 0], dtype=torch.bool)
     answers = torch.where(right, predicted, (predicted + 1) % hooks.spec(tiny_gqa).d_vocab)
     candidates = dataclasses.replace(candidates, answer_ids=answers)
@@ -179,7 +180,7 @@ def test_smollm2_fast_aie_and_task_vector_patch_are_exact(smollm2):
     assert res.sweep_method == "fast" and res.origin.mode == "compatibility" and len(res.heads) == 10
     train = split_task(il.load_task("antonym"), cfg.split, cfg.split_seed)[0]
     shuffled = il.build_prompts(smollm2, train, 10, 2, 1, "todd", kind="shuffled")
-    base = il.answer_logprobs(smollm2, shuffled).exp().gather(1, shuffled.answer_ids[:, None]).squeeze(1)
+    base = next_token_logprobs(smollm2, shuffled).exp().gather(1, shuffled.answer_ids[:, None]).squeeze(1)
     for l, h in [res.heads[0], (0, 0), (29, 8)]:
 
         def patch(act, hook, h=h, l=l):
@@ -187,7 +188,7 @@ def test_smollm2_fast_aie_and_task_vector_patch_are_exact(smollm2):
             act[:, -1, h] = res.mean_z[l, h]
             return act
 
-        lp = il.answer_logprobs(smollm2, shuffled, fwd_hooks=[(hooks.z(l), patch)])
+        lp = next_token_logprobs(smollm2, shuffled, fwd_hooks=[(hooks.z(l), patch)])
         expected = (lp.exp().gather(1, shuffled.answer_ids[:, None]).squeeze(1) - base).mean()
         assert float(res.aie[l, h]) == pytest.approx(float(expected), abs=1e-4)
 
@@ -196,8 +197,15 @@ def test_smollm2_fast_aie_and_task_vector_patch_are_exact(smollm2):
 
     tv = task_vector(smollm2, "antonym", TaskVectorConfig(n_prompts=1, n_dummy=1, n_dev=2, n_test=2, layers=(10,)))
     prompt = il.build_prompts(smollm2, train, 5, 1, 0, "hendel", kind="dummy_query")
-    icl = il.answer_logprobs(smollm2, prompt)
+    icl = next_token_logprobs(smollm2, prompt)
     for layer in (3, 10, 29):
         patched = implanted_logprobs(smollm2, prompt, vector=tv.vectors[layer], layer=layer, operation="replace")
         torch.testing.assert_close(patched, icl, atol=1e-4, rtol=0)
     assert hooks.count_hooks(smollm2) == 0
+
+
+def test_an_unknown_override_is_refused_naming_the_fields(tiny_gqa, word_task):
+    with pytest.raises(
+        ConfigError, match=r"FunctionVectorConfig has no field 'topk' \(did you mean 'top_k'\?\); valid fields: n_shots"
+    ):
+        function_vector(tiny_gqa, word_task, topk=3)

@@ -9,11 +9,12 @@ import torch
 
 import icl_lens as il
 from icl_lens.core import hooks
+from icl_lens.core.errors import VectorMismatchError
 from icl_lens.core.results import results_equal
 from icl_lens.patching.steering import implant
 from icl_lens.vectors.common import kl_divergence, split_task
 from icl_lens.vectors.function_vectors import FunctionVectorConfig, function_vector
-from icl_lens.vectors.implant import CONDITIONS, ImplantConfig, ImplantResult, VectorMismatchError, evaluate_implant
+from icl_lens.vectors.implant import CONDITIONS, ImplantConfig, ImplantResult, evaluate_implant
 from icl_lens.vectors.task_vectors import TaskVectorConfig, task_vector
 
 TEMPLATE = "{input}={output};"
@@ -222,3 +223,12 @@ def test_kl_helper_on_known_distributions():
     q = torch.log(torch.tensor([[0.25, 0.75], [0.9, 0.1]]))
     expected = 0.5 * torch.log(torch.tensor(2.0)) + 0.5 * torch.log(torch.tensor(2 / 3))
     torch.testing.assert_close(kl_divergence(p, q), torch.stack([expected, torch.tensor(0.0)]))
+
+
+def test_an_unknown_override_is_refused_naming_the_fields(tiny_gqa, word_task, fv):
+    with pytest.raises(
+        il.ConfigError, match=r"ImplantConfig has no field 'scales' \(did you mean 'scale'\?\); valid fields: n_test"
+    ):
+        evaluate_implant(tiny_gqa, word_task, fv, scales=2.0)
+    with pytest.raises(il.ConfigError, match="layer \\(or a layer index\\) must be one of 'dev', 'default'"):
+        evaluate_implant(tiny_gqa, word_task, fv, layer="best")

@@ -10,6 +10,7 @@ from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.results import results_equal
 from icl_lens.patching.steering import implanted_logprobs, resid_at_answer
+from icl_lens.prompting.evaluation import next_token_logprobs
 from icl_lens.vectors.common import split_task
 from icl_lens.vectors.task_vectors import TaskVectorConfig, TaskVectorResult, task_vector
 
@@ -73,7 +74,7 @@ def test_patch_into_its_own_prompt_reproduces_the_icl_run(tiny_rotary_gqa, word_
     res = task_vector(tiny_rotary_gqa, word_task, TaskVectorConfig(**{**SMALL, "n_prompts": 1, "n_dummy": 1}))
     train = split_task(word_task, res.config.split, res.config.split_seed)[0]
     prompt = il.build_prompts(tiny_rotary_gqa, train, 3, 1, 0, TEMPLATE, kind="dummy_query", variant=0)
-    icl = il.answer_logprobs(tiny_rotary_gqa, prompt)
+    icl = next_token_logprobs(tiny_rotary_gqa, prompt)
     for layer in range(hooks.spec(tiny_rotary_gqa).n_layers):
         patched = implanted_logprobs(
             tiny_rotary_gqa, prompt, vector=res.vectors[layer], layer=layer, operation="replace"
@@ -90,7 +91,7 @@ def test_per_prompt_patch_reproduces_a_padded_batch(tiny_gqa):
     batch = il.build_prompts(tiny_gqa, reverse, 2, 6, 3, TEMPLATE)  # padded: prompts differ in length
     assert not bool(batch.attention_mask.all())
     resid = resid_at_answer(tiny_gqa, batch, batch_size=4)
-    icl = il.answer_logprobs(tiny_gqa, batch)
+    icl = next_token_logprobs(tiny_gqa, batch)
     for layer in (0, 1):
         patched = implanted_logprobs(
             tiny_gqa, batch, vector=resid[:, layer], layer=layer, operation="replace", batch_size=4
@@ -130,7 +131,7 @@ def test_ceiling_patches_each_querys_own_icl_state(tiny_rotary_gqa, word_task):
     cfg = TaskVectorConfig(**SMALL)
     train, _, test = split_task(word_task, cfg.split, cfg.split_seed)
     icl = il.build_prompts(tiny_rotary_gqa, test, 3, 5, 0, TEMPLATE, kind="clean", demos_from=train)
-    pred = il.answer_logprobs(tiny_rotary_gqa, icl).argmax(-1)
+    pred = next_token_logprobs(tiny_rotary_gqa, icl).argmax(-1)
     letters = {q: tiny_rotary_gqa.tokenizer.decode([int(p)]) for q, p in zip(icl.queries, pred)}
     assert all(len(c) == 1 and c not in "=;" for c in letters.values())
     task = il.Task(name="own", pairs=tuple((x, letters.get(x, y)) for x, y in word_task.pairs))
@@ -159,3 +160,10 @@ def test_ceiling_patches_each_querys_own_icl_state(tiny_rotary_gqa, word_task):
     assert "ceiling_accuracy" in res.to_dataframe() and "own ICL state" in res.summary()
     without = task_vector(tiny_rotary_gqa, task, TaskVectorConfig(**{**SMALL, "ceiling": False}))
     assert without.ceiling_accuracy is None and torch.equal(without.test_accuracy, res.test_accuracy)
+
+
+def test_an_unknown_override_is_refused_naming_the_fields(tiny_gqa, word_task):
+    with pytest.raises(
+        ConfigError, match=r"TaskVectorConfig has no field 'n_shot' \(did you mean 'n_shots'\?\); valid fields: n_shots"
+    ):
+        task_vector(tiny_gqa, word_task, n_shot=3)
