@@ -146,4 +146,5 @@ def evaluate_icl(
     )
 
 
-answer_logprobs = next_token_logprobs  # TEMPORARY-Q11: the old name, until icl_lens/__init__ imports the new one
+# The old name, kept only because icl_lens/__init__.py still imports it: remove with that import.
+answer_logprobs = next_token_logprobs
