@@ -55,13 +55,11 @@ from icl_lens.hypotheses.finetune_training import (
     Example,
     Projection,
     attention_parameters,
+    finetune_on_demos as finetune_on_demos,
     shuffle_weights_,
     train_on_examples,
     trainable_copy,
     training_examples,
-)
-from icl_lens.hypotheses.finetune_training import (
-    finetune_on_demos as finetune_on_demos,
 )
 from icl_lens.hypotheses.labels import label_first_tokens, label_restricted_correct, task_labels
 from icl_lens.prompting.encoding import tokenizer_of

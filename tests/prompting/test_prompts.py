@@ -6,8 +6,7 @@ import string
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import icl_lens as il
 from icl_lens.prompting.encoding import encode_texts, pad_token_id
