@@ -14,6 +14,7 @@ from icl_lens.core.errors import (
     PromptError as PromptError,
     ResultFileError as ResultFileError,
     TaskError as TaskError,
+    VectorMismatchError as VectorMismatchError,
 )
 from icl_lens.core.hooks import (
     HookedModel as HookedModel,
@@ -42,23 +43,22 @@ from icl_lens.core.stats import (
     compare_paired as compare_paired,
     proportion_interval as proportion_interval,
 )
-from icl_lens.vectors.common import (
-    VectorMismatchError as VectorMismatchError,
+from icl_lens.core.version import (
+    __version__ as __version__,
 )
 
 # isort: split
 # prompting: tasks, templates, prompt batches, ICL accuracy
 from icl_lens.prompting.evaluation import (
-    IclAccuracyResult as IclAccuracyResult,
     IclEvalConfig as IclEvalConfig,
-    answer_logprobs as answer_logprobs,
     evaluate_icl as evaluate_icl,
+    next_token_logprobs as next_token_logprobs,
+)
+from icl_lens.prompting.evaluation_result import (
+    IclAccuracyResult as IclAccuracyResult,
 )
 from icl_lens.prompting.prompts import (
-    HENDEL as HENDEL,
-    TODD as TODD,
     PromptBatch as PromptBatch,
-    Template as Template,
     build_prompts as build_prompts,
 )
 from icl_lens.prompting.tasks import (
@@ -66,6 +66,11 @@ from icl_lens.prompting.tasks import (
     list_tasks as list_tasks,
     load_task as load_task,
     task_info as task_info,
+)
+from icl_lens.prompting.templates import (
+    HENDEL as HENDEL,
+    TODD as TODD,
+    Template as Template,
 )
 
 # isort: split
@@ -155,9 +160,11 @@ from icl_lens.induction.views import (
 
 # isort: split
 # vectors: function vectors, task vectors, implant evaluation
+from icl_lens.vectors.function_vector_result import (
+    FunctionVectorResult as FunctionVectorResult,
+)
 from icl_lens.vectors.function_vectors import (
     FunctionVectorConfig as FunctionVectorConfig,
-    FunctionVectorResult as FunctionVectorResult,
     function_vector as function_vector,
 )
 from icl_lens.vectors.implant import (
@@ -167,32 +174,41 @@ from icl_lens.vectors.implant import (
 from icl_lens.vectors.implant_result import (
     ImplantResult as ImplantResult,
 )
+from icl_lens.vectors.task_vector_result import (
+    TaskVectorResult as TaskVectorResult,
+)
 from icl_lens.vectors.task_vectors import (
     TaskVectorConfig as TaskVectorConfig,
-    TaskVectorResult as TaskVectorResult,
     task_vector as task_vector,
 )
 
 # isort: split
 # hypotheses: kernel regression, ICL vs fine-tuning, recognition vs learning
-from icl_lens.core.version import __version__ as __version__
 from icl_lens.hypotheses.finetune import (
-    FinetuneComparison as FinetuneComparison,
     IclFinetuneConfig as IclFinetuneConfig,
-    IclFinetuneResult as IclFinetuneResult,
     compare_icl_finetuning as compare_icl_finetuning,
+)
+from icl_lens.hypotheses.finetune_result import (
+    FinetuneComparison as FinetuneComparison,
+    IclFinetuneResult as IclFinetuneResult,
+)
+from icl_lens.hypotheses.finetune_training import (
     finetune_on_demos as finetune_on_demos,
 )
 from icl_lens.hypotheses.kernel import (
     KernelRegressionConfig as KernelRegressionConfig,
-    KernelRegressionResult as KernelRegressionResult,
     kernel_regression as kernel_regression,
+)
+from icl_lens.hypotheses.kernel_result import (
+    KernelRegressionResult as KernelRegressionResult,
 )
 from icl_lens.hypotheses.recognition import (
     RecognitionConfig as RecognitionConfig,
-    RecognitionResult as RecognitionResult,
     abstract_label_map as abstract_label_map,
     recognition_vs_learning as recognition_vs_learning,
+)
+from icl_lens.hypotheses.recognition_result import (
+    RecognitionResult as RecognitionResult,
 )
 
 __all__ = [
@@ -245,11 +261,11 @@ __all__ = [
     "ToyConfig",
     "ToyRun",
     "VectorMismatchError",
+    "__version__",
     "ablate_heads",
     "abstract_label_map",
     "add_to_resid",
     "answer_logprob",
-    "answer_logprobs",
     "answer_prob",
     "attention_view",
     "attribution_head_sweep",
@@ -281,6 +297,7 @@ __all__ = [
     "mean_head_activations",
     "merge_results",
     "model_spec",
+    "next_token_logprobs",
     "patch_activation",
     "patching_agreement",
     "per_token_loss",

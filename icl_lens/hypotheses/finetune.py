@@ -55,7 +55,6 @@ from icl_lens.hypotheses.finetune_training import (
     Example,
     Projection,
     attention_parameters,
-    finetune_on_demos as finetune_on_demos,
     shuffle_weights_,
     train_on_examples,
     trainable_copy,

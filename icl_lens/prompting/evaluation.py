@@ -144,7 +144,3 @@ def evaluate_icl(
         answer_logprob=logprob,
         config=cfg,
     )
-
-
-# The old name, kept only because icl_lens/__init__.py still imports it: remove with that import.
-answer_logprobs = next_token_logprobs

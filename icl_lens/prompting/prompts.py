@@ -43,7 +43,7 @@ from icl_lens.core.results import register
 from icl_lens.prompting.encoding import PaddingSide, PieceEncoder, pad_rows
 from icl_lens.prompting.sampling import Pair, PromptKind, draw_prompts
 from icl_lens.prompting.tasks import Task, load_task
-from icl_lens.prompting.templates import HENDEL as HENDEL, TODD as TODD, Template, TemplateName, get_template
+from icl_lens.prompting.templates import Template, TemplateName, get_template
 
 
 @register
