@@ -158,6 +158,7 @@ def _register_builtins() -> None:
         ),
     ):
         _ANALYSES.setdefault(analysis.name, analysis)
+    import icl_lens.studies.universal  # noqa: F401  (registers the stage-2 analysis)
 
 
 __all__ = ["Analysis", "InputKind", "call_analysis", "get_analysis", "list_analyses", "register_analysis"]

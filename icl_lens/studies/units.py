@@ -152,6 +152,7 @@ class UnitStore:
             **info,
         }
         (partial / "unit.json").write_text(json.dumps(manifest, indent=1, default=str))
+        partial.chmod(0o755)  # mkdtemp made it private; a study folder is shared with collaborators
         try:
             os.replace(partial, target)
         except OSError:
