@@ -220,7 +220,10 @@ class StudySpec:
                 raise StudySpecError(f"{self.where}: plugins: cannot import {module!r} ({e})") from e
         if not self.models or not self.analyses:
             raise StudySpecError(f"{self.where}: a study needs at least one model and one analysis")
-        check_choice(self.ray.group, Grouping, f"{self.where}: ray.group")
+        try:
+            check_choice(self.ray.group, Grouping, f"{self.where}: ray.group")
+        except ConfigError as e:
+            raise StudySpecError(str(e)) from e
         _unique([m.name for m in self.models], f"{self.where}: models")
         from icl_lens.studies.spec_parse import check_model
 
@@ -269,12 +272,15 @@ class StudySpec:
                 raise StudySpecError(f"{self.where}: {who}: {label!r} is a {chosen.kind}, not a {kind}")
             return chosen
         found = [e for e in self.analyses if e.kind == kind]
-        if len(found) != 1:
-            what = "no" if not found else f"{len(found)}"
+        if len(found) > 1:  # several: the one labelled like the analysis, if any
+            found = [e for e in found if e.label == kind] or found
+        if not found:
             raise StudySpecError(
-                f"{self.where}: {who} needs a {kind} analysis and the spec has {what}; "
-                f"add [analyses.{kind}]" + ("" if not found else " or name one with uses = {...}")
+                f"{self.where}: {who} needs a {kind} analysis and the spec has none; add [analyses.{kind}]"
             )
+        if len(found) > 1:
+            labels = ", ".join(e.label for e in found)
+            raise StudySpecError(f"{self.where}: {who} reads a {kind} and the spec has several ({labels}); name one")
         return found[0]
 
     def needed_entries(self, entry: AnalysisEntry) -> dict[str, AnalysisEntry]:

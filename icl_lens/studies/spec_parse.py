@@ -123,6 +123,10 @@ def check_model(m: ModelEntry, where: str) -> None:
 
     if m.loader is not None:
         return
+    names = [*SMOLLM2_ALIASES, TINY]
+    close = difflib.get_close_matches(m.origin.strip().lower(), names, n=1, cutoff=0.75)
+    if close and m.origin.strip().lower() not in names and not Path(m.origin).expanduser().exists():
+        raise StudySpecError(f"{where}: unknown source {m.origin!r} (did you mean {close[0]!r}?)")
     if m.origin == TINY:
         allowed = list(inspect.signature(tiny_model).parameters)
     else:
@@ -143,10 +147,6 @@ def check_model(m: ModelEntry, where: str) -> None:
         raise StudySpecError(f"{where}: device_map puts modules on 'meta', which holds no weights to analyse")
     if "device" in m.options and ("device_map" in m.options or "n_devices" in m.options):
         raise StudySpecError(f"{where}: give device or device_map / n_devices, not both")
-    names = [*SMOLLM2_ALIASES, TINY]
-    close = difflib.get_close_matches(m.origin.strip().lower(), names, n=1, cutoff=0.75)
-    if close and m.origin.strip().lower() not in names and not Path(m.origin).expanduser().exists():
-        raise StudySpecError(f"{where}: unknown source {m.origin!r} (did you mean {close[0]!r}?)")
 
 
 def _tasks(value: Any, where: str) -> tuple[str | Task, ...]:
