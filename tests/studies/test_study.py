@@ -177,3 +177,15 @@ def test_each_model_is_loaded_once_and_not_at_all_when_its_units_are_finished(tm
     loads.clear()
     assert study.run(show_progress=False).counts()["skipped"] == 8
     assert loads == []
+
+
+def test_the_same_weights_split_over_devices_reuse_finished_units(tmp_path, tiny_hf_dir):
+    def spec(**options) -> dict:
+        model = {"name": "llama", "source": str(tiny_hf_dir), **options}
+        return tiny_spec(tmp_path, models=[model], tasks=["antonym"], analyses={"function_vector": FV}, cross_task={})
+
+    assert Study(spec()).run(show_progress=False).counts()["done"] == 1
+    modules = ["model.embed_tokens", "model.rotary_emb", "model.norm", "lm_head", "model.layers.0", "model.layers.1"]
+    placed = Study(spec(device_map=dict.fromkeys(modules, "cpu"), max_memory={"cpu": "1GiB"}))
+    assert placed.run(show_progress=False).counts() == {"done": 0, "skipped": 1, "failed": 0}
+    assert Study(spec(dtype="bfloat16")).units()[0].key != placed.units()[0].key  # other numbers, other unit
