@@ -189,7 +189,10 @@ def _cmd_analyses(args: argparse.Namespace) -> int:
     from icl_lens.studies.registry import list_analyses
 
     for a in list_analyses():
-        split = "" if a.split_model else "  (one device only)"
+        if isinstance(a.split_model, bool):
+            split = "" if a.split_model else "  (one device only)"
+        else:
+            split = f"  (on a split model with {dict(a.split_model)})"
         print(f"{a.name:<22} {a.input:<6} {a.config_cls.__name__:<24} {a.description}{split}")
     return 0
 

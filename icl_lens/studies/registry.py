@@ -40,7 +40,8 @@ class Analysis:
         input: ``"task"`` (one unit per task) or ``"model"`` (one unit per model).
         needs: analyses whose result this one reads.
         split_model: whether it runs on a model split over several devices
-            (``load_model(..., device_map=...)``); see docs/scaling.md.
+            (``load_model(..., device_map=...)``): ``True``, ``False``, or the config
+            values under which it does (``{"weight_scores": False}``); see docs/scaling.md.
         description: one line for ``icl-lens study`` listings.
     """
 
@@ -49,7 +50,7 @@ class Analysis:
     run: Runner
     input: InputKind = "task"
     needs: tuple[str, ...] = ()
-    split_model: bool = True
+    split_model: bool | Mapping[str, Any] = True
     description: str = ""
 
 
@@ -80,6 +81,13 @@ def list_analyses() -> list[Analysis]:
     """Every registered analysis, built-ins first."""
     _register_builtins()
     return list(_ANALYSES.values())
+
+
+def runs_split(analysis: Analysis, config: Config) -> bool:
+    """Whether ``analysis`` with ``config`` runs on a model split over several devices."""
+    if isinstance(analysis.split_model, bool):
+        return analysis.split_model
+    return all(getattr(config, k) == v for k, v in analysis.split_model.items())
 
 
 def call_analysis(fn: Callable[..., Result], *args: Any, config: Config, show_progress: bool | None) -> Result:
@@ -154,6 +162,8 @@ def _register_builtins() -> None:
             InductionConfig,
             induction,
             input="model",
+            # the weight-based scores stack every layer's weights on one device
+            split_model={"weight_scores": False},
             description="induction, previous-token and copying scores of every head",
         ),
     ):
@@ -161,4 +171,12 @@ def _register_builtins() -> None:
     import icl_lens.studies.universal  # noqa: F401  (registers the stage-2 analysis)
 
 
-__all__ = ["Analysis", "InputKind", "call_analysis", "get_analysis", "list_analyses", "register_analysis"]
+__all__ = [
+    "Analysis",
+    "InputKind",
+    "call_analysis",
+    "get_analysis",
+    "list_analyses",
+    "register_analysis",
+    "runs_split",
+]

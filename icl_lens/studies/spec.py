@@ -39,7 +39,7 @@ from icl_lens.core.hooks import HookedModel
 from icl_lens.core.options import check_choice
 from icl_lens.core.results import Config
 from icl_lens.prompting.tasks import Task, list_tasks, load_task
-from icl_lens.studies.registry import Analysis, get_analysis
+from icl_lens.studies.registry import Analysis, get_analysis, runs_split
 
 Grouping = Literal["model", "task", "unit"]
 TINY = "tiny"
@@ -85,6 +85,11 @@ class ModelEntry:
     @property
     def origin(self) -> str:
         return self.source if self.source is not None else self.name
+
+    @property
+    def split(self) -> bool:
+        """Whether the model is split over several devices (a device map, or n_devices > 1)."""
+        return self.options.get("device_map") is not None or int(self.options.get("n_devices") or 1) > 1
 
     def load(self) -> HookedModel:
         """Load the model (tiny models are built, others go through ``load_model``)."""
@@ -230,9 +235,17 @@ class StudySpec:
         for i, m in enumerate(self.models):
             check_model(m, f"{self.where}: models[{i}] ({m.name})")
         self.load_tasks()
+        split = [m for m in self.models if m.split]
         for entry in self.analyses:
-            self.config_of(entry, self.seeds[0] if self.seeds else 0)
+            config = self.config_of(entry, self.seeds[0] if self.seeds else 0)
             self.needed_entries(entry)
+            if split and not runs_split(self.analysis_of(entry), config):
+                needs = self.analysis_of(entry).split_model
+                fix = f"; it does with {dict(needs)}" if isinstance(needs, Mapping) else ""
+                raise StudySpecError(
+                    f"{self.where}: analyses.{entry.label} does not run on a model split over devices "
+                    f"({split[0].name}){fix}"
+                )
         if self.universal_fv is not None:
             self.universal_entries()
 

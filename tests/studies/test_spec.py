@@ -143,3 +143,18 @@ def test_every_registered_analysis_names_a_config_class():
     for a in names.values():
         if a.name != "universal_fv_implant":  # stage 2: its heads come from stage 1
             a.config_cls()  # the defaults are valid, so a spec may give no fields
+
+
+def test_an_analysis_that_needs_one_device_is_refused_for_a_split_model(tmp_path):
+    spec = {
+        "models": [{"name": "big", "source": "org/big-model", "device_map": "auto", "dtype": "bfloat16"}],
+        "tasks": ["antonym"],
+        "analyses": {"induction": {}},
+    }
+    with pytest.raises(
+        StudySpecError,
+        match=r"analyses.induction does not run on a model split over devices \(big\); it does with \{'weight_scores': False\}",
+    ):
+        Study(spec, base_dir=tmp_path)
+    ok = Study({**spec, "analyses": {"induction": {"weight_scores": False}, "function_vector": {}}}, base_dir=tmp_path)
+    assert ok.spec.models[0].split and ok.spec.models[0].options["device_map"] == "auto"
