@@ -99,6 +99,39 @@ class StudyResults:
     def __repr__(self) -> str:
         return f"<StudyResults {self.summary()}>"
 
+    def plot_task_vector_layers(self, min_icl: float = 0.3) -> Any:
+        """Per task (ICL 5-shot at least ``min_icl``): task-vector accuracy by layer, each
+        query's own ICL state patched in (the ceiling), and ICL; ``None`` without task vectors."""
+        from icl_lens.core.plotting import pyplot
+
+        tvs = [(u, r) for u, r in self.units if u.kind == "task_vector" and r.icl_accuracy >= min_icl]  # type: ignore[attr-defined]
+        if not tvs:
+            return None
+        cols = 4
+        rows = (len(tvs) + cols - 1) // cols
+        fig, axes = pyplot().subplots(
+            rows, cols, figsize=(3.2 * cols, 2.4 * rows), sharex=True, sharey=True, squeeze=False
+        )
+        for ax in axes.flat[len(tvs) :]:
+            ax.axis("off")
+        for ax, (u, tv) in zip(axes.flat, tvs):
+            ax.plot(tv.layers, tv.test_accuracy.tolist(), marker="o", ms=2, label="task vector")  # type: ignore[attr-defined]
+            if tv.ceiling_accuracy is not None:  # type: ignore[attr-defined]
+                ax.plot(
+                    tv.layers, tv.ceiling_accuracy.tolist(), marker="s", ms=2, color="purple", label="own ICL state"
+                )  # type: ignore[attr-defined]
+            ax.axhline(tv.icl_accuracy, color="green", ls="--", lw=0.8, label="ICL")  # type: ignore[attr-defined]
+            ax.set_title(f"{u.task} ({u.model})" if len({x.model for x, _ in tvs}) > 1 else str(u.task), fontsize=9)
+            ax.set_ylim(-0.02, 1.02)
+        for ax in axes[-1]:
+            ax.set_xlabel("layer L")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("zero-shot accuracy")
+        axes.flat[0].legend(fontsize=7)
+        fig.suptitle("Replacing the last token's residual after block L (test queries)", fontsize=10)
+        fig.tight_layout()
+        return fig
+
     def save(self, directory: str | Path) -> Path:
         """Save each cross-task result (``il.load_result``), their tables as markdown, and figures."""
         out = Path(directory)
@@ -112,6 +145,12 @@ class StudyResults:
             png = r.to_png()
             if png is not None:
                 (out / f"{name}.png").write_bytes(png)
+        fig = self.plot_task_vector_layers()
+        if fig is not None:
+            from icl_lens.core.plotting import pyplot
+
+            fig.savefig(out / "task_vector_layers.png", dpi=90)
+            pyplot().close(fig)
         if self.notes:
             md += ["## notes", ""] + [f"- {n}" for n in self.notes]
         (out / "tables.md").write_text("\n".join(md) + "\n")
@@ -195,6 +234,11 @@ def _vectors(
                 tv_layer=int(tv.best_layer),  # type: ignore[attr-defined]
                 n_tv=int(tv.n_test),  # type: ignore[attr-defined]
             )
+            ceiling = tv.ceiling_accuracy  # type: ignore[attr-defined]
+            if ceiling is not None:
+                row["own_state"] = float(ceiling[i])
+                half = [l for l, a in zip(tv.layers, ceiling.tolist()) if a >= tv.icl_accuracy / 2 > 0]  # type: ignore[attr-defined]
+                row["half_from"] = int(half[0]) if half else None
         rows.append(row)
     return VectorTableResult(rows=tuple(rows))
 

@@ -128,8 +128,9 @@ class VectorTableResult(Result):
             text += f"; task vector {pct(works.tv.mean())} vs 5-shot ICL {pct(works.icl5.mean())}"
         return text
 
-    def to_markdown(self) -> str:
-        """The table of docs/vectors.md: accuracies in % with their 95% intervals."""
+    def to_markdown(self, full: bool = False) -> str:
+        """The table of docs/vectors.md: accuracies in % with their 95% intervals; ``full``
+        adds the KL divergences, top FV heads, and each query's own ICL state at the TV layer."""
         df = self.to_dataframe()
         cols = [
             ("ICL", "icl"),
@@ -143,13 +144,18 @@ class VectorTableResult(Result):
         ]
         cols = [(name, c) for name, c in cols if c in df and df[c].notna().any()]
         multi = df.model.nunique() > 1
+        extra = [("KL(ICL||zs)", "kl_zs"), ("KL(ICL||zs+FV)", "kl_fv"), ("top FV heads", "fv_heads")]
+        extra += [("own state at TV layer", "own_state"), ("half from", "half_from")]
+        extra = [(n, c) for n, c in extra if full and c in df]
         head = (["model"] if multi else []) + ["task", "ICL works"] + [n for n, _ in cols] + ["FV layer", "TV layer"]
+        head += [n.replace("|", "\\|") for n, _ in extra]
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
         for r in df.to_dict("records"):
             cells = ([str(r["model"])] if multi else []) + [str(r["task"])]
             cells.append("\u2713" if r.get("icl", 0) >= self.icl_works else "")
             cells += [pct_with_interval(r, c) for _, c in cols]
             cells += [_plain(r.get("fv_layer")), _plain(r.get("tv_layer"))]
+            cells += [_cell(c, r.get(c)) for _, c in extra]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
@@ -166,6 +172,12 @@ class VectorTableResult(Result):
         ax.set_ylabel("top-1 accuracy (95% CI)")
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize="small")
+
+
+def _cell(column: str, value: Any) -> str:
+    if isinstance(value, float) and not math.isnan(value):
+        return f"{value:.2f}" if column.startswith("kl") else f"{100 * value:.0f}"
+    return _plain(value)
 
 
 def _plain(value: Any) -> str:
@@ -203,7 +215,9 @@ class InductionVsFvResult(Result):
         return pd.DataFrame(rows)
 
     def correlation(self) -> Any:
-        """Spearman's rank correlation per model, with its p-value and the top-10 overlap."""
+        """Spearman's rank correlation per model, its p-value, and how many of the top ``k``
+        heads by induction score are also in the top ``k`` by FV score (``k`` = 10, or a tenth
+        of the heads on small models)."""
         import pandas as pd
         from scipy.stats import spearmanr
 
@@ -211,11 +225,18 @@ class InductionVsFvResult(Result):
         rows = []
         for m, sub in df.groupby("model", sort=False):
             rho, p = spearmanr(sub.induction, sub.fv_score)
-            k = min(10, len(sub))
+            k = max(1, min(10, len(sub) // 10))
             top_i = set(sub.nlargest(k, "induction")[["layer", "head"]].itertuples(index=False))
             top_f = set(sub.nlargest(k, "fv_score")[["layer", "head"]].itertuples(index=False))
             rows.append(
-                dict(model=m, spearman=float(rho), p_value=float(p), n_heads=len(sub), top10_overlap=len(top_i & top_f))
+                dict(
+                    model=m,
+                    spearman=float(rho),
+                    p_value=float(p),
+                    n_heads=len(sub),
+                    top_k=k,
+                    overlap=len(top_i & top_f),
+                )
             )
         return pd.DataFrame(rows)
 
@@ -224,7 +245,7 @@ class InductionVsFvResult(Result):
         for r in self.correlation().itertuples():
             parts.append(
                 f"{r.model}: Spearman {r.spearman:+.2f} (p = {r.p_value:.2g}, {r.n_heads} heads), "
-                f"{r.top10_overlap} of the top 10 heads shared"
+                f"{r.overlap} of the top {r.top_k} heads by each score shared"
             )
         return "; ".join(parts)
 
