@@ -162,8 +162,6 @@ def _register_builtins() -> None:
             InductionConfig,
             induction,
             input="model",
-            # the weight-based scores stack every layer's weights on one device
-            split_model={"weight_scores": False},
             description="induction, previous-token and copying scores of every head",
         ),
     ):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from icl_lens.studies import ModelEntry, Study, StudySpec, StudySpecError
-from icl_lens.studies.registry import list_analyses
+from icl_lens.studies.registry import Analysis, get_analysis, list_analyses, register_analysis
 from icl_lens.vectors.function_vectors import FunctionVectorConfig
 
 GOOD = """
@@ -146,15 +146,22 @@ def test_every_registered_analysis_names_a_config_class():
 
 
 def test_an_analysis_that_needs_one_device_is_refused_for_a_split_model(tmp_path):
+    from icl_lens.studies.registry import runs_split
+
+    fv = get_analysis("function_vector")
+    one_device = Analysis("fv_one_device", fv.config_cls, fv.run, split_model={"method": "plain"})
+    register_analysis(one_device, replace=True)
     spec = {
         "models": [{"name": "big", "source": "org/big-model", "device_map": "auto", "dtype": "bfloat16"}],
         "tasks": ["antonym"],
-        "analyses": {"induction": {}},
+        "analyses": {"fv_one_device": {}},
     }
     with pytest.raises(
         StudySpecError,
-        match=r"analyses.induction does not run on a model split over devices \(big\); it does with \{'weight_scores': False\}",
+        match=r"analyses.fv_one_device does not run on a model split over devices \(big\); it does with \{'method': 'plain'\}",
     ):
         Study(spec, base_dir=tmp_path)
-    ok = Study({**spec, "analyses": {"induction": {"weight_scores": False}, "function_vector": {}}}, base_dir=tmp_path)
+    ok = Study({**spec, "analyses": {"fv_one_device": {"method": "plain"}, "induction": {}}}, base_dir=tmp_path)
     assert ok.spec.models[0].split and ok.spec.models[0].options["device_map"] == "auto"
+    builtins = ("accuracy", "function_vector", "task_vector", "fv_implant", "tv_implant", "induction")
+    assert all(runs_split(get_analysis(name), get_analysis(name).config_cls()) for name in builtins)
