@@ -99,6 +99,13 @@ class StudyResults:
     def __repr__(self) -> str:
         return f"<StudyResults {self.summary()}>"
 
+    def _repr_html_(self) -> str:
+        import html
+
+        head = f"<h3>{html.escape(self.study)}: {len(self.units)} finished units</h3>"
+        notes = "".join(f"<p>note: {html.escape(n)}</p>" for n in self.notes)
+        return head + notes + "\n".join(r._repr_html_() for r in self.cross_task().values())
+
     def plot_task_vector_layers(self, min_icl: float = 0.3) -> Any:
         """Per task (ICL 5-shot at least ``min_icl``): task-vector accuracy by layer, each
         query's own ICL state patched in (the ceiling), and ICL; ``None`` without task vectors."""
