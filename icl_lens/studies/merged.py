@@ -152,6 +152,8 @@ class StudyResults:
             png = r.to_png()
             if png is not None:
                 (out / f"{name}.png").write_bytes(png)
+        if self.vectors is not None:  # with KL, top heads and the task-vector ceiling (docs/vectors_table.md)
+            (out / "vectors_full.md").write_text(self.vectors.to_markdown(full=True))
         fig = self.plot_task_vector_layers()
         if fig is not None:
             from icl_lens.core.plotting import pyplot

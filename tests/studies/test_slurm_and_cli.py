@@ -53,6 +53,9 @@ setup = ["export OMP_NUM_THREADS=1"]
 python = "{sys.executable}"
 """
 
+# Random tiny models answer no ICL prompt: the function vector says so; expected here.
+pytestmark = pytest.mark.filterwarnings("ignore:the model answered none")
+
 
 def sbatch_options(script: str) -> dict[str, str]:
     options = {}
