@@ -14,7 +14,9 @@ from icl_lens.core.errors import ConfigError
 from icl_lens.core.results import Result
 
 
-def _effect_frame(effect: Tensor, patched: Tensor, norm: Tensor | None, names: tuple[str, ...]) -> Any:
+def _effect_frame(
+    effect: Tensor, patched: Tensor, norm: Tensor | None, names: tuple[str, ...]
+) -> Any:
     """One row per swept cell of ``effect`` (NaN cells were not swept), indexed by ``names``."""
     import pandas as pd
 

@@ -154,12 +154,7 @@ def _tensor_source(
         return (src.view(1, 1, *unit) if full else src.view(1, *unit)), None, "vector"
     if src.ndim == n + 1 and tuple(src.shape[1:]) == unit and src.shape[0] == len(target):
         return (src[:, None] if full else src), None, "per-prompt"
-    if (
-        full
-        and src.ndim == n + 2
-        and tuple(src.shape[2:]) == unit
-        and tuple(src.shape[:2]) == tuple(target.tokens.shape)
-    ):
+    if full and src.ndim == n + 2 and tuple(src.shape[2:]) == unit and tuple(src.shape[:2]) == tuple(target.tokens.shape):
         return src, None, "per-position"
     raise ConfigError(
         f"source tensor of shape {tuple(src.shape)} does not fit: expected {unit} ({what}), "
