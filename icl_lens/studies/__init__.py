@@ -3,23 +3,27 @@
 See docs/scaling.md. The public names are re-exported here; the modules hold the rest.
 """
 
-from icl_lens.studies.executors import LocalExecutor as LocalExecutor
-from icl_lens.studies.executors import RayExecutor as RayExecutor
+from icl_lens.studies.executors import LocalExecutor as LocalExecutor, RayExecutor as RayExecutor
 from icl_lens.studies.merged import StudyResults as StudyResults
-from icl_lens.studies.registry import Analysis as Analysis
-from icl_lens.studies.registry import list_analyses as list_analyses
-from icl_lens.studies.registry import register_analysis as register_analysis
-from icl_lens.studies.spec import AnalysisEntry as AnalysisEntry
-from icl_lens.studies.spec import ModelEntry as ModelEntry
-from icl_lens.studies.spec import Resources as Resources
-from icl_lens.studies.spec import StudySpec as StudySpec
-from icl_lens.studies.spec import StudySpecError as StudySpecError
-from icl_lens.studies.status import StudyRunReport as StudyRunReport
-from icl_lens.studies.status import StudyStatus as StudyStatus
+from icl_lens.studies.registry import (
+    Analysis as Analysis,
+    list_analyses as list_analyses,
+    register_analysis as register_analysis,
+)
+from icl_lens.studies.spec import (
+    AnalysisEntry as AnalysisEntry,
+    ModelEntry as ModelEntry,
+    Resources as Resources,
+    StudySpec as StudySpec,
+    StudySpecError as StudySpecError,
+)
+from icl_lens.studies.status import StudyRunReport as StudyRunReport, StudyStatus as StudyStatus
 from icl_lens.studies.study import Study as Study
-from icl_lens.studies.tables import InductionVsFvResult as InductionVsFvResult
-from icl_lens.studies.tables import StudyAccuracyResult as StudyAccuracyResult
-from icl_lens.studies.tables import VectorTableResult as VectorTableResult
+from icl_lens.studies.tables import (
+    InductionVsFvResult as InductionVsFvResult,
+    StudyAccuracyResult as StudyAccuracyResult,
+    VectorTableResult as VectorTableResult,
+)
 from icl_lens.studies.units import UnitOutcome as UnitOutcome
 from icl_lens.studies.universal_result import UniversalFvResult as UniversalFvResult
 
