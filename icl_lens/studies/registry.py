@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -90,16 +89,6 @@ def runs_split(analysis: Analysis, config: Config) -> bool:
     return all(getattr(config, k) == v for k, v in analysis.split_model.items())
 
 
-def call_analysis(fn: Callable[..., Result], *args: Any, config: Config, show_progress: bool | None) -> Result:
-    """``fn(*args, config=config, show_progress=...)``, for functions that take ``show_progress``.
-
-    A few analyses predate the ``show_progress`` keyword; they get the global setting.
-    """
-    if "show_progress" in inspect.signature(fn).parameters:
-        return fn(*args, config=config, show_progress=show_progress)
-    return fn(*args, config=config)
-
-
 # ---------------------------------------------------------------------------------------
 # built-ins (imported lazily: the registry is read before any analysis module is needed)
 # ---------------------------------------------------------------------------------------
@@ -118,7 +107,7 @@ def _register_builtins() -> None:
     from icl_lens.vectors.task_vectors import TaskVectorConfig, task_vector
 
     def task_analysis(fn: Callable[..., Result]) -> Runner:
-        return lambda model, task, cfg, needed, sp: call_analysis(fn, model, task, config=cfg, show_progress=sp)
+        return lambda model, task, cfg, needed, sp: fn(model, task, config=cfg, show_progress=sp)
 
     def implant_of(vector_name: str) -> Runner:
         def run(model: HookedModel, task: Task | None, cfg: Config, needed: Mapping[str, Result], sp: Any) -> Result:
@@ -127,7 +116,7 @@ def _register_builtins() -> None:
         return run
 
     def induction(model: HookedModel, task: Task | None, cfg: Config, needed: Mapping[str, Result], sp: Any) -> Result:
-        return call_analysis(find_induction_heads, model, config=cfg, show_progress=sp)
+        return find_induction_heads(model, config=cfg, show_progress=sp)  # type: ignore[arg-type]
 
     for analysis in (
         Analysis("accuracy", IclEvalConfig, task_analysis(evaluate_icl), description="ICL accuracy by number of shots"),
@@ -172,7 +161,6 @@ def _register_builtins() -> None:
 __all__ = [
     "Analysis",
     "InputKind",
-    "call_analysis",
     "get_analysis",
     "list_analyses",
     "register_analysis",
