@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from icl_lens.studies.cli import add_study_commands
+
 if TYPE_CHECKING:
     from icl_lens.core.hooks import HookedModel
-
-from icl_lens.studies.cli import add_study_commands
 
 DEMO_TASKS = ("antonym", "country_capital", "english_french", "present_past", "uppercase", "next_item")
 
