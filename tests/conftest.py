@@ -54,3 +54,29 @@ def word_task():
     """A small planted task (letters -> next letter) for tiny-model tests."""
     letters = "abcdefghijklmnopqrstuvwxy"
     return il.Task(name="next_char", pairs=tuple((c, chr(ord(c) + 1)) for c in letters))
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tmp_path_factory):
+    """A random 2-layer Llama (GQA) saved as a Hugging Face directory with the character tokenizer,
+    so that load_model's boot_transformers path (device_map, dtype, ...) runs without a download."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = il.char_tokenizer()
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_llama")
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from icl_lens.core.errors import ModelNotAvailableError
+from icl_lens.core.errors import ConfigError, ModelNotAvailableError
 from icl_lens.core.hooks import HookedModel
 
 log = logging.getLogger(__name__)
@@ -181,8 +181,11 @@ def load_model(
     name: str = "smollm2",
     *,
     compatibility_mode: bool = True,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str = torch.float32,
+    device_map: str | dict[str, str | int] | None = None,
+    n_devices: int | None = None,
+    max_memory: dict[str | int, str | int] | None = None,
     **boot_kwargs: Any,
 ) -> HookedModel:
     """Load a model as a TransformerLens ``TransformerBridge``, ready for analysis.
@@ -193,29 +196,52 @@ def load_model(
             (downloaded from the hub: needs network access).
         compatibility_mode: fold/centre weights as ``HookedTransformer`` does (the
             default). Vectors extracted in one mode must not be applied in the other.
-        device, dtype: where and in which precision to put the weights.
-        **boot_kwargs: passed to ``boot_transformers`` (e.g. ``device_map``).
+        device: the one device of the whole model (default ``"cpu"``).
+        dtype: precision of the weights (a ``torch.dtype`` or its name, ``"bfloat16"``).
+        device_map, n_devices, max_memory: split a big model over devices, passed unchanged
+            to ``boot_transformers`` (accelerate: ``"auto"``, ``{module: device}``, or
+            ``n_devices`` CUDA devices); docs/scaling.md says which analyses support it.
+        **boot_kwargs: anything else ``boot_transformers`` accepts (``revision``, ``n_ctx``).
 
     Returns:
         The bridge, in eval mode, with gradients switched off on its parameters.
+
+    Raises:
+        ConfigError: ``device`` with ``device_map`` / ``n_devices``, or an unknown dtype.
     """
     from transformer_lens.model_bridge import TransformerBridge
 
+    placed = device_map is not None or n_devices is not None
+    if placed and device is not None:
+        raise ConfigError(
+            f"give either device={device!r} (the whole model on one device) or device_map / n_devices "
+            "(the model split over devices), not both"
+        )
+    kwargs: dict[str, Any] = dict(boot_kwargs, dtype=torch_dtype(dtype), max_memory=max_memory)
+    kwargs.update(dict(device_map=device_map, n_devices=n_devices) if placed else dict(device=device or "cpu"))
     key = name.strip().lower()
     with _quiet_transformers():
         if key in SMOLLM2_ALIASES:
             path = smollm2_dir()
             with _hub_offline():
-                bridge = TransformerBridge.boot_transformers(str(path), device=device, dtype=dtype, **boot_kwargs)
+                bridge = TransformerBridge.boot_transformers(str(path), **kwargs)
             bridge.cfg.model_name = "SmolLM2-135M-Instruct"
         elif Path(name).expanduser().exists():
             with _hub_offline():
-                bridge = TransformerBridge.boot_transformers(
-                    str(Path(name).expanduser()), device=device, dtype=dtype, **boot_kwargs
-                )
+                bridge = TransformerBridge.boot_transformers(str(Path(name).expanduser()), **kwargs)
         else:
-            bridge = _boot_from_hub(TransformerBridge, name, device=device, dtype=dtype, **boot_kwargs)
+            bridge = _boot_from_hub(TransformerBridge, name, **kwargs)
     return _prepare(bridge, compatibility_mode)
+
+
+def torch_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """``torch.bfloat16`` from ``torch.bfloat16``, ``"bfloat16"`` or ``"torch.bfloat16"``."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    value = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype):
+        raise ConfigError(f"unknown dtype {dtype!r}; use a torch dtype name such as 'float32' or 'bfloat16'")
+    return value
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

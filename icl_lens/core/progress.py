@@ -31,3 +31,8 @@ def progress(
     from tqdm.auto import tqdm
 
     yield from tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+def progress_enabled(enabled: bool | None = None) -> bool:
+    """Whether a bar should show: ``enabled`` if given, else the global setting."""
+    return _ENABLED if enabled is None else bool(enabled)

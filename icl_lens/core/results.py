@@ -17,6 +17,7 @@ import base64
 import dataclasses
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -322,7 +323,7 @@ def _escape(text: str) -> str:
 
 
 def results_equal(a: Result, b: Result) -> bool:
-    """True when two results hold the same values (tensors compared exactly)."""
+    """True when two results hold the same values (tensors compared exactly; NaN, "not measured", equals NaN)."""
     if type(a) is not type(b):
         return False
     return _equal(dataclasses.asdict(a), dataclasses.asdict(b))
@@ -335,10 +336,21 @@ def _equal(x: Any, y: Any) -> bool:
             and isinstance(y, torch.Tensor)
             and x.dtype == y.dtype
             and x.shape == y.shape
-            and bool(torch.equal(x.cpu(), y.cpu()))
+            and _same_values(x.cpu(), y.cpu())
         )
     if isinstance(x, dict) and isinstance(y, dict):
         return x.keys() == y.keys() and all(_equal(x[k], y[k]) for k in x)
     if isinstance(x, list | tuple) and isinstance(y, list | tuple):
         return type(x) is type(y) and len(x) == len(y) and all(_equal(a, b) for a, b in zip(x, y, strict=True))
+    if isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
+        return True  # "not measured" in both
     return x == y
+
+
+def _same_values(x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Exactly equal, NaN (not measured) included where both have it."""
+    if torch.equal(x, y):
+        return True
+    if not x.is_floating_point():
+        return False
+    return bool(((x == y) | (torch.isnan(x) & torch.isnan(y))).all())

@@ -55,14 +55,18 @@ def _norm_fold(model: HookedModel, norm: Any) -> tuple[Tensor | None, bool]:
 def _fold(w: Tensor, gamma: Tensor | None, centre: bool) -> Tensor:
     """``P diag(gamma) w`` along the ``d_model`` axis (dim -2), P the centring projection."""
     if gamma is not None:
-        w = w * gamma.to(w.dtype)[:, None]
+        w = w * gamma.to(w.device, w.dtype)[:, None]
     if centre:
         w = w - w.mean(dim=-2, keepdim=True)
     return w
 
 
 def effective_weights(model: HookedModel, dtype: torch.dtype = torch.float32) -> EffectiveWeights:
-    """Read and fold the weights of every attention head, the embedding and the unembedding."""
+    """Read and fold the weights of every attention head, the embedding and the unembedding.
+
+    They are gathered on the CPU, where the scores are computed: a model on a GPU, or split
+    over several, gives the same matrices.
+    """
     s = hooks.spec(model)
     with torch.no_grad():
         W_Q, W_K, W_V, W_O = [], [], [], []
@@ -70,13 +74,13 @@ def effective_weights(model: HookedModel, dtype: torch.dtype = torch.float32) ->
             block = model.blocks[layer]
             gamma, centre = _norm_fold(model, getattr(block, "ln1", None))
             attn = block.attn
-            W_Q.append(_fold(attn.W_Q.detach().to(dtype), gamma, centre))
-            W_K.append(_fold(attn.W_K.detach().to(dtype), gamma, centre))
-            W_V.append(_fold(attn.W_V.detach().to(dtype), gamma, centre))
-            W_O.append(hooks.W_O(model, layer).to(dtype))
+            W_Q.append(_fold(attn.W_Q.detach().to("cpu", dtype), gamma, centre))
+            W_K.append(_fold(attn.W_K.detach().to("cpu", dtype), gamma, centre))
+            W_V.append(_fold(attn.W_V.detach().to("cpu", dtype), gamma, centre))
+            W_O.append(hooks.W_O(model, layer).to("cpu", dtype))
         gamma, centre = _norm_fold(model, getattr(model, "ln_final", None))
-        W_U = _fold(hooks.W_U(model).to(dtype), gamma, centre)
-        W_E = hooks.W_E(model).to(dtype)
+        W_U = _fold(hooks.W_U(model).to("cpu", dtype), gamma, centre)
+        W_E = hooks.W_E(model).to("cpu", dtype)
     kq, kk = torch.stack(W_Q), torch.stack(W_K)
     if kk.shape[1] != s.n_kv_heads or kq.shape[1] != s.n_heads:
         # Some bridges expose K/V expanded to the query heads; keep one per KV head.

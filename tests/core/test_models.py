@@ -109,3 +109,27 @@ def test_non_model_is_rejected():
 def test_cache_dir_follows_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("ICL_LENS_CACHE", str(tmp_path / "c"))
     assert models.cache_dir() == Path(tmp_path / "c")
+
+
+def test_device_map_max_memory_and_dtype_pass_through_to_transformer_lens(tiny_hf_dir):
+    plain = il.load_model(str(tiny_hf_dir))
+    modules = ["model.embed_tokens", "model.rotary_emb", "model.norm", "lm_head", "model.layers.0", "model.layers.1"]
+    placed = il.load_model(str(tiny_hf_dir), device_map=dict.fromkeys(modules, "cpu"), max_memory={"cpu": "1GiB"})
+    assert str(hooks.device_of(placed)) == "cpu" and placed.cfg.device == "cpu"
+    tokens = plain.to_tokens("ab -> ba\ncd ->")
+    with torch.no_grad():
+        assert torch.equal(plain(tokens), placed(tokens))  # same weights, same placement: same numbers
+    half = il.load_model(str(tiny_hf_dir), dtype="bfloat16", compatibility_mode=False)
+    assert next(half.parameters()).dtype == torch.bfloat16
+    # Placement options reach TransformerLens unchanged, and its own checks answer.
+    with pytest.raises(ValueError, match="requires CUDA"):
+        il.load_model(str(tiny_hf_dir), n_devices=2)
+    with pytest.raises(ValueError, match="meta"):
+        il.load_model(str(tiny_hf_dir), device_map={"": "meta"})
+
+
+def test_device_and_device_map_together_are_refused_before_loading():
+    with pytest.raises(il.ConfigError, match="not both"):
+        il.load_model("no/such-model", device="cpu", device_map="auto")
+    with pytest.raises(il.ConfigError, match="unknown dtype 'float33'"):
+        il.load_model("no/such-model", dtype="float33")

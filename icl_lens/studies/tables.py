@@ -1,0 +1,264 @@
+"""Cross-task results of a study: tables over models and tasks, each a Result.
+
+* :class:`StudyAccuracyResult`: ICL accuracy by model, task and shot count;
+* :class:`VectorTableResult`: the function-vector / task-vector table (one row per model,
+  task and seed), as in docs/vectors.md;
+* :class:`InductionVsFvResult`: each head's induction score against its function-vector
+  score (Yin & Steinhardt 2025), per model.
+
+Every accuracy carries a 95% Wilson interval (``<column>_ci_low`` / ``<column>_ci_high``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from icl_lens.core.results import Result
+from icl_lens.core.stats import pct, proportion_interval
+
+
+def with_intervals(row: dict[str, Any], columns: tuple[str, ...], n_key: str) -> dict[str, Any]:
+    """``row`` with a Wilson interval for each accuracy column (computed from ``row[n_key]`` queries)."""
+    out = dict(row)
+    n = int(row.get(n_key) or 0)
+    for c in columns:
+        value = row.get(c)
+        if value is None or (isinstance(value, float) and math.isnan(value)) or n == 0:
+            out[f"{c}_ci_low"], out[f"{c}_ci_high"] = math.nan, math.nan
+            continue
+        out[f"{c}_ci_low"], out[f"{c}_ci_high"] = proportion_interval(round(float(value) * n), n)
+    return out
+
+
+def pct_with_interval(row: dict[str, Any], column: str) -> str:
+    value = row.get(column)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    low, high = row[f"{column}_ci_low"], row[f"{column}_ci_high"]
+    return f"{100 * value:.0f} [{100 * low:.0f}, {100 * high:.0f}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyAccuracyResult(Result):
+    """ICL accuracy by model, task, seed and shot count (rows of plain values)."""
+
+    title: ClassVar[str] = "ICL accuracy across models and tasks"
+
+    rows: tuple[dict[str, Any], ...]
+
+    def to_dataframe(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame([with_intervals(r, ("accuracy",), "n") for r in self.rows])
+
+    def table(self) -> Any:
+        """Accuracy (%) as (model, task) x shots."""
+        df = self.to_dataframe()
+        return df.pivot_table(index=["model", "task"], columns="shots", values="accuracy", aggfunc="mean")
+
+    def summary(self) -> str:
+        df = self.to_dataframe()
+        parts = []
+        for model, sub in df.groupby("model", sort=False):
+            lo, hi = sub["shots"].min(), sub["shots"].max()
+            a0 = sub[sub.shots == lo]["accuracy"].mean()
+            a1 = sub[sub.shots == hi]["accuracy"].mean()
+            parts.append(f"{model}: mean over {sub.task.nunique()} tasks {pct(a0)} at {lo} shots, {pct(a1)} at {hi}")
+        return "; ".join(parts)
+
+    def _plot(self, ax: Any) -> None:
+        df = self.to_dataframe()
+        for model, sub in df.groupby("model", sort=False):
+            mean = sub.groupby("shots")["accuracy"].mean()
+            ax.plot(mean.index, mean.values, marker="o", label=str(model))
+        ax.set_xlabel("demonstrations (shots)")
+        ax.set_ylabel("accuracy, mean over tasks")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize="small")
+
+
+VECTOR_ACCURACIES = ("icl", "zero_shot", "zs_fv", "shuffled", "shuffled_fv", "zs_universal")
+TV_ACCURACIES = ("icl5", "tv_zero_shot", "tv")
+
+
+@dataclasses.dataclass(frozen=True)
+class VectorTableResult(Result):
+    """Function and task vectors on every task of every model (one row per model, task, seed).
+
+    Columns: ``icl`` (ICL with the function vector's template and shots), ``zero_shot``,
+    ``zs_fv`` (zero-shot + the task's own FV), ``shuffled``, ``shuffled_fv``,
+    ``zs_universal`` (zero-shot + the FV rebuilt from the universal heads), all on the
+    implant evaluation's ``n_fv`` test queries; ``icl5``, ``tv_zero_shot``, ``tv`` (the
+    task vector at its dev-chosen layer) on ``n_tv`` test queries; layers, top heads, KL.
+    """
+
+    title: ClassVar[str] = "Function and task vectors across tasks"
+
+    rows: tuple[dict[str, Any], ...]
+    icl_works: float = 0.3
+
+    def to_dataframe(self) -> Any:
+        import pandas as pd
+
+        out = []
+        for r in self.rows:
+            row = with_intervals(r, VECTOR_ACCURACIES, "n_fv")
+            out.append(with_intervals(row, TV_ACCURACIES, "n_tv"))
+        return pd.DataFrame(out)
+
+    def works(self) -> Any:
+        """Rows of tasks where ICL (the FV template) reaches ``icl_works``."""
+        df = self.to_dataframe()
+        return df[df["icl"] >= self.icl_works] if "icl" in df else df.iloc[0:0]
+
+    def summary(self) -> str:
+        df = self.to_dataframe()
+        works = self.works()
+        text = f"{df.task.nunique()} tasks x {df.model.nunique()} model(s); ICL reaches {self.icl_works:.0%} on {len(works)} rows"
+        if len(works) and "zs_fv" in works:
+            text += (
+                f"; zero-shot + FV {pct(works.zs_fv.mean())} vs zero-shot {pct(works.zero_shot.mean())} "
+                f"and ICL {pct(works.icl.mean())} (means over those rows)"
+            )
+        if len(works) and "tv" in works and "icl5" in works:
+            text += f"; task vector {pct(works.tv.mean())} vs 5-shot ICL {pct(works.icl5.mean())}"
+        return text
+
+    def to_markdown(self, full: bool = False) -> str:
+        """The table of docs/vectors.md: accuracies in % with their 95% intervals; ``full``
+        adds the KL divergences, top FV heads, and each query's own ICL state at the TV layer."""
+        df = self.to_dataframe()
+        cols = [
+            ("ICL", "icl"),
+            ("zero-shot", "zero_shot"),
+            ("zero-shot + FV", "zs_fv"),
+            ("zero-shot + universal FV", "zs_universal"),
+            ("shuffled", "shuffled"),
+            ("shuffled + FV", "shuffled_fv"),
+            ("ICL 5-shot (`x -> y`)", "icl5"),
+            ("zero-shot + TV", "tv"),
+        ]
+        cols = [(name, c) for name, c in cols if c in df and df[c].notna().any()]
+        multi = df.model.nunique() > 1
+        extra = [("KL(ICL||zs)", "kl_zs"), ("KL(ICL||zs+FV)", "kl_fv"), ("top FV heads", "fv_heads")]
+        extra += [("own state at TV layer", "own_state"), ("half from", "half_from")]
+        extra = [(n, c) for n, c in extra if full and c in df]
+        head = (["model"] if multi else []) + ["task", "ICL works"] + [n for n, _ in cols] + ["FV layer", "TV layer"]
+        head += [n.replace("|", "\\|") for n, _ in extra]
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+        for r in df.to_dict("records"):
+            cells = ([str(r["model"])] if multi else []) + [str(r["task"])]
+            cells.append("\u2713" if r.get("icl", 0) >= self.icl_works else "")
+            cells += [pct_with_interval(r, c) for _, c in cols]
+            cells += [_plain(r.get("fv_layer")), _plain(r.get("tv_layer"))]
+            cells += [_cell(c, r.get(c)) for _, c in extra]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    def _plot(self, ax: Any) -> None:
+        df = self.to_dataframe()
+        labels = [f"{r.task}" + (f" ({r.model})" if df.model.nunique() > 1 else "") for r in df.itertuples()]
+        x = range(len(df))
+        for k, (c, name) in enumerate((("zero_shot", "zero-shot"), ("zs_fv", "zero-shot + FV"), ("icl", "ICL"))):
+            if c not in df:
+                continue
+            err = [df[c] - df[f"{c}_ci_low"], df[f"{c}_ci_high"] - df[c]]
+            ax.bar([i + 0.27 * (k - 1) for i in x], df[c], width=0.27, yerr=err, label=name, capsize=2)
+        ax.set_xticks(list(x), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel("top-1 accuracy (95% CI)")
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize="small")
+
+
+def _cell(column: str, value: Any) -> str:
+    if isinstance(value, float) and not math.isnan(value):
+        return f"{value:.2f}" if column.startswith("kl") else f"{100 * value:.0f}"
+    return _plain(value)
+
+
+def _plain(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class InductionVsFvResult(Result):
+    """Induction score against function-vector score, head by head, per model.
+
+    Attributes:
+        models: model names. induction: per model ``[n_layers, n_heads]`` induction score
+            (mean over repeat lengths). fv_score: per model, each head's AIE averaged over
+            ``fv_tasks`` (the tasks used for the universal heads when the study has them).
+    """
+
+    title: ClassVar[str] = "Induction heads vs function-vector heads"
+
+    models: tuple[str, ...]
+    induction: dict[str, Tensor]
+    fv_score: dict[str, Tensor]
+    fv_tasks: dict[str, tuple[str, ...]]
+
+    def to_dataframe(self) -> Any:
+        import pandas as pd
+
+        rows = []
+        for m in self.models:
+            ind, fv = self.induction[m], self.fv_score[m]
+            for l in range(ind.shape[0]):
+                for h in range(ind.shape[1]):
+                    rows.append(dict(model=m, layer=l, head=h, induction=float(ind[l, h]), fv_score=float(fv[l, h])))
+        return pd.DataFrame(rows)
+
+    def correlation(self) -> Any:
+        """Spearman's rank correlation per model, its p-value, and how many of the top ``k``
+        heads by induction score are also in the top ``k`` by FV score (``k`` = 10, or a tenth
+        of the heads on small models)."""
+        import pandas as pd
+        from scipy.stats import spearmanr
+
+        df = self.to_dataframe()
+        rows = []
+        for m, sub in df.groupby("model", sort=False):
+            rho, p = spearmanr(sub.induction, sub.fv_score)
+            k = max(1, min(10, len(sub) // 10))
+            top_i = set(sub.nlargest(k, "induction")[["layer", "head"]].itertuples(index=False))
+            top_f = set(sub.nlargest(k, "fv_score")[["layer", "head"]].itertuples(index=False))
+            rows.append(
+                dict(
+                    model=m,
+                    spearman=float(rho),
+                    p_value=float(p),
+                    n_heads=len(sub),
+                    top_k=k,
+                    overlap=len(top_i & top_f),
+                )
+            )
+        return pd.DataFrame(rows)
+
+    def summary(self) -> str:
+        parts = []
+        for r in self.correlation().itertuples():
+            parts.append(
+                f"{r.model}: Spearman {r.spearman:+.2f} (p = {r.p_value:.2g}, {r.n_heads} heads), "
+                f"{r.overlap} of the top {r.top_k} heads by each score shared"
+            )
+        return "; ".join(parts)
+
+    def _plot(self, ax: Any) -> None:
+        df = self.to_dataframe()
+        for m, sub in df.groupby("model", sort=False):
+            ax.scatter(sub.induction, sub.fv_score, s=10, alpha=0.7, label=str(m))
+            for r in sub.nlargest(3, "fv_score").itertuples():
+                ax.annotate(f"L{r.layer}H{r.head}", (r.induction, r.fv_score), fontsize=7)
+        ax.set_xlabel("induction score")
+        ax.set_ylabel("function-vector score (mean AIE over tasks)")
+        ax.set_title("Each head: induction vs function vector")
+        ax.legend(fontsize="small")
+
+
+__all__ = ["InductionVsFvResult", "StudyAccuracyResult", "VectorTableResult"]
