@@ -1,7 +1,7 @@
 """icl_lens: take in-context learning apart with TransformerLens.
 
 The public API, grouped by layer (core -> prompting -> patching -> induction -> vectors ->
-hypotheses; see docs/architecture.md). Everything else is an implementation module.
+hypotheses -> studies; see docs/architecture.md). Everything else is an implementation module.
 """
 
 # isort: split
@@ -211,6 +211,23 @@ from icl_lens.hypotheses.recognition_result import (
     RecognitionResult as RecognitionResult,
 )
 
+# isort: split
+# studies: models x tasks x analyses, local, on Ray or SLURM; cross-task results
+from icl_lens.studies import (
+    InductionVsFvResult as InductionVsFvResult,
+    ModelEntry as ModelEntry,
+    Study as Study,
+    StudyAccuracyResult as StudyAccuracyResult,
+    StudyResults as StudyResults,
+    StudyRunReport as StudyRunReport,
+    StudySpec as StudySpec,
+    StudySpecError as StudySpecError,
+    StudyStatus as StudyStatus,
+    UniversalFvResult as UniversalFvResult,
+    VectorTableResult as VectorTableResult,
+    register_analysis as register_analysis,
+)
+
 __all__ = [
     "AblationCheckConfig",
     "ClassicExperimentResult",
@@ -234,9 +251,11 @@ __all__ = [
     "InductionAblationResult",
     "InductionConfig",
     "InductionHeadsResult",
+    "InductionVsFvResult",
     "KernelRegressionConfig",
     "KernelRegressionResult",
     "ModelContractError",
+    "ModelEntry",
     "ModelNotAvailableError",
     "ModelSpec",
     "OfflineHTML",
@@ -252,6 +271,13 @@ __all__ = [
     "ResidPatchingResult",
     "Result",
     "ResultFileError",
+    "Study",
+    "StudyAccuracyResult",
+    "StudyResults",
+    "StudyRunReport",
+    "StudySpec",
+    "StudySpecError",
+    "StudyStatus",
     "TODD",
     "Task",
     "TaskError",
@@ -260,7 +286,9 @@ __all__ = [
     "Template",
     "ToyConfig",
     "ToyRun",
+    "UniversalFvResult",
     "VectorMismatchError",
+    "VectorTableResult",
     "__version__",
     "ablate_heads",
     "abstract_label_map",
@@ -304,6 +332,7 @@ __all__ = [
     "phase_change",
     "proportion_interval",
     "recognition_vs_learning",
+    "register_analysis",
     "replace_resid",
     "resid_activations",
     "resid_sweep",
