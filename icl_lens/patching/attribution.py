@@ -35,7 +35,7 @@ from icl_lens.patching.engine import LastPositionEngine
 from icl_lens.patching.metrics import Metric, metric_for_rows
 from icl_lens.patching.options import Method, MetricName, Positions, RankBy, ResidPositions
 from icl_lens.patching.results import HeadPatchingResult, PatchingAgreement, ResidPatchingResult
-from icl_lens.patching.runner import ChunkRunner, answer_gradients
+from icl_lens.patching.runner import ChunkRunner, answer_gradients, sweep_runner
 from icl_lens.patching.sources import Source, SweepInputs, sweep_inputs
 from icl_lens.prompting.prompts import PromptBatch
 
@@ -64,10 +64,7 @@ def attribution_head_sweep(
     cached prefix), ``"plain"`` (a full backward pass) or ``"auto"`` (fast where it
     applies, plain for any chunk of prompts whose control row disagrees).
     """
-    check_choice(positions, Positions, "positions")
-    runner: ChunkRunner[LastPositionEngine] = ChunkRunner(
-        model, method, applies=positions == "last", why_not="it needs positions='last'"
-    )
+    runner = sweep_runner(model, method, positions=positions)
     inputs = sweep_inputs(model, target, source, metric=metric, positions=positions, show_progress=show_progress)
     return _attribution(model, inputs, runner, batch_size)  # type: ignore[return-value]
 
@@ -85,14 +82,7 @@ def attribution_resid_sweep(
     show_progress: bool | None = None,
 ) -> ResidPatchingResult:
     """Attribution-patching estimate of :func:`~icl_lens.patching.resid_sweep` for every layer."""
-    check_choice(positions, ResidPositions, "positions")
-    check_choice(hook, ResidHook, "hook")
-    runner: ChunkRunner[LastPositionEngine] = ChunkRunner(
-        model,
-        method,
-        applies=positions == "last" and hook != "resid_mid",
-        why_not="it needs positions='last' and hook 'resid_pre' or 'resid_post'",
-    )
+    runner = sweep_runner(model, method, positions=positions, hook=hook)
     inputs = sweep_inputs(
         model, target, source, metric=metric, positions=positions, hook=hook, show_progress=show_progress
     )

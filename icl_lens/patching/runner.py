@@ -35,11 +35,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from icl_lens.core.errors import ConfigError, FastPathMismatchError
-from icl_lens.core.hooks import HookedModel
+from icl_lens.core.hooks import HookedModel, ResidHook
 from icl_lens.core.options import check_choice
 from icl_lens.core.progress import progress
 from icl_lens.patching.engine import LastPositionEngine, PrefixState, Variants, last_position_engine
-from icl_lens.patching.options import Method
+from icl_lens.patching.options import Method, Positions, ResidPositions
 
 CONTROL_TOLERANCE = 1e-3
 """Max |log-prob difference| allowed between the control row and the real forward."""
@@ -91,14 +91,10 @@ class ChunkRunner(Generic[E]):
         self.method: Method = check_choice(method, Method, "method")
         self.engine: E | None = engine(model) if method != "plain" and applies else None
         if method == "fast" and self.engine is None:
-            reason = (
-                why_not
-                if not applies
-                else (
-                    "the model is not one the fast engine supports (a TransformerBridge with native or HF rotary "
-                    "attention, no hooks attached)"
-                )
+            unsupported = (
+                "the fast engine needs a TransformerBridge with native or HF rotary attention, no hooks attached"
             )
+            reason = why_not if not applies else unsupported
             raise ConfigError(f"method='fast' does not apply here: {reason}; use method='auto' or 'plain'.")
         self._paths: set[str] = set()
         self._warned = False
@@ -138,6 +134,27 @@ class ChunkRunner(Generic[E]):
 # ---------------------------------------------------------------------------------------
 # the last-position engine with its control row
 # ---------------------------------------------------------------------------------------
+def sweep_runner(
+    model: HookedModel, method: Method, *, positions: str, hook: ResidHook | None = None
+) -> ChunkRunner[LastPositionEngine]:
+    """The runner of a sweep (exact or attribution) over heads (``hook=None``) or a residual stream.
+
+    Checks ``positions`` (and ``hook``); the last-position engine applies to
+    ``positions="last"`` and to every hook but ``resid_mid``, which no block boundary holds.
+    """
+    if hook is None:
+        check_choice(positions, Positions, "positions")
+        return ChunkRunner(model, method, applies=positions == "last", why_not="it needs positions='last'")
+    check_choice(positions, ResidPositions, "positions")
+    check_choice(hook, ResidHook, "hook")
+    return ChunkRunner(
+        model,
+        method,
+        applies=positions == "last" and hook != "resid_mid",
+        why_not="it needs positions='last' and hook 'resid_pre' or 'resid_post'",
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Patches:
     """Patched copies of the answer position for one chunk of prompts, in the caller's order.

@@ -141,6 +141,8 @@ def baseline_and_implanted_logprobs(
     """
     check_choice(operation, Operation, "operation")
     n_layers = hooks.spec(model).n_layers
+    if not 0 <= layer < n_layers:
+        raise ConfigError(f"layer {layer} out of range: the model has {n_layers} layers")
     runner: ChunkRunner[LastPositionEngine] = ChunkRunner(
         model, method, applies=layer + 1 < n_layers, why_not="the vector goes in after the last block"
     )

@@ -26,14 +26,13 @@ from torch import Tensor
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.hooks import HookedModel, ResidHook
-from icl_lens.core.options import check_choice
 from icl_lens.patching.activations import auto_batch_size, row_chunks, take_rows
 from icl_lens.patching.engine import LastPositionEngine
 from icl_lens.patching.metrics import Metric, evaluate_metric, metric_for_rows
 from icl_lens.patching.options import Method, MetricName, Positions, ResidPositions
 from icl_lens.patching.plain import Setter, plain_chunk, setter
 from icl_lens.patching.results import HeadPatchingResult, ResidPatchingResult
-from icl_lens.patching.runner import ChunkRunner, Patches, patched_answer_logits
+from icl_lens.patching.runner import ChunkRunner, Patches, patched_answer_logits, sweep_runner
 from icl_lens.patching.sources import Source, SweepInputs, sweep_inputs
 from icl_lens.prompting.prompts import PromptBatch
 
@@ -91,10 +90,7 @@ def head_sweep(
             :mod:`icl_lens.patching.runner`.
     """
     s = hooks.spec(model)
-    check_choice(positions, Positions, "positions")
-    runner: ChunkRunner[LastPositionEngine] = ChunkRunner(
-        model, method, applies=positions == "last", why_not="it patches the answer position only (positions='last')"
-    )
+    runner = sweep_runner(model, method, positions=positions)
     head_list = _head_list(heads, s.n_layers, s.n_heads)
     inputs = sweep_inputs(model, target, source, metric=metric, positions=positions, show_progress=show_progress)
     columns: Sequence[int | None] = range(target.tokens.shape[1]) if positions == "each" else [None]
@@ -126,14 +122,7 @@ def resid_sweep(
     :func:`head_sweep`.
     """
     s = hooks.spec(model)
-    check_choice(positions, ResidPositions, "positions")
-    check_choice(hook, ResidHook, "hook")
-    runner: ChunkRunner[LastPositionEngine] = ChunkRunner(
-        model,
-        method,
-        applies=positions == "last" and hook != "resid_mid",
-        why_not="it needs positions='last' and hook 'resid_pre' or 'resid_post'",
-    )
+    runner = sweep_runner(model, method, positions=positions, hook=hook)
     layer_list = list(range(s.n_layers)) if layers is None else [int(l) for l in layers]
     if any(not 0 <= l < s.n_layers for l in layer_list) or len(set(layer_list)) != len(layer_list):
         raise ConfigError(f"layers must be distinct layer indices in [0, {s.n_layers})")

@@ -71,5 +71,8 @@ def test_layer_sweep_is_top1_of_the_implanted_run(tiny_gqa):
             assert torch.equal(fast[row], lp.argmax(-1) == batch.answer_ids)
     with pytest.raises(ConfigError, match="operation must be one of 'add', 'replace'"):
         layer_sweep(tiny_gqa, batch, vectors=vectors, operation="sum", layers=[0])
+    for layer in (-1, s.n_layers):
+        with pytest.raises(ConfigError, match="out of range"):
+            baseline_and_implanted_logprobs(tiny_gqa, batch, vector=vectors[0], layer=layer, operation="add")
     with pytest.raises(ConfigError, match="2 vectors for 6 prompts"):
         implanted_logprobs(tiny_gqa, batch, vector=vectors, layer=0, operation="add")
