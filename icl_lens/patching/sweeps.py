@@ -26,6 +26,7 @@ from torch import Tensor
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.hooks import HookedModel, ResidHook
+from icl_lens.patching.ablation import normalize_heads
 from icl_lens.patching.activations import auto_batch_size, row_chunks, take_rows
 from icl_lens.patching.engine import LastPositionEngine
 from icl_lens.patching.metrics import Metric, evaluate_metric, metric_for_rows
@@ -91,7 +92,13 @@ def head_sweep(
     """
     s = hooks.spec(model)
     runner = sweep_runner(model, method, positions=positions)
-    head_list = _head_list(heads, s.n_layers, s.n_heads)
+    head_list = (
+        [(l, h) for l in range(s.n_layers) for h in range(s.n_heads)]
+        if heads is None
+        else normalize_heads(model, heads)
+    )
+    if heads is not None and len(head_list) != len(heads):
+        raise ConfigError("heads has duplicates")
     inputs = sweep_inputs(model, target, source, metric=metric, positions=positions, show_progress=show_progress)
     columns: Sequence[int | None] = range(target.tokens.shape[1]) if positions == "each" else [None]
     variants = [_Variant(hooks.z(l), l, h, t, l) for l, h in head_list for t in columns]
@@ -134,20 +141,6 @@ def resid_sweep(
     variants = [_Variant(hooks.resid(hook, l), l, None, t, l + offset) for l in layer_list for t in columns]
     grid_shape = (s.n_layers,) + ((target.tokens.shape[1],) if positions == "each" else ())
     return _sweep(model, inputs, variants, grid_shape, runner, batch_size, show_progress)  # type: ignore[return-value]
-
-
-def _head_list(heads: Sequence[tuple[int, int]] | None, n_layers: int, n_heads: int) -> list[tuple[int, int]]:
-    if heads is None:
-        return [(l, h) for l in range(n_layers) for h in range(n_heads)]
-    out = []
-    for item in heads:
-        l, h = (int(x) for x in item)
-        if not (0 <= l < n_layers and 0 <= h < n_heads):
-            raise ConfigError(f"head {(l, h)} out of range: the model has {n_layers} layers x {n_heads} heads")
-        out.append((l, h))
-    if len(set(out)) != len(out):
-        raise ConfigError("heads has duplicates")
-    return out
 
 
 def _sweep(
