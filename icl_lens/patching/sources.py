@@ -61,20 +61,12 @@ class SweepInputs:
         reference = None
         if self.source_logits is not None:
             reference = evaluate_metric(self.metric, self.source_logits, self.target)
-        fields: dict[str, Any] = dict(
-            model=model_name(model),
-            metric=self.metric_label,
-            positions=self.positions,
-            method=method,
-            source=self.description,
-            patched=patched,
-            baseline=baseline,
-            reference=reference,
-            effect=effect,
-        )
+        what: dict[str, Any] = dict(model=model_name(model), metric=self.metric_label, source=self.description)
+        how = dict(positions=self.positions, method=method)
+        numbers = dict(patched=patched, baseline=baseline, reference=reference, effect=effect)
         if self.hook is None:
-            return HeadPatchingResult(**fields)
-        return ResidPatchingResult(hook=self.hook, **fields)
+            return HeadPatchingResult(**what, **how, **numbers)
+        return ResidPatchingResult(hook=self.hook, **what, **how, **numbers)
 
 
 def sweep_inputs(
