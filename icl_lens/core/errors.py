@@ -38,3 +38,18 @@ class ModelContractError(IclLensError, TypeError):
 
 class VectorMismatchError(ConfigError):
     """A vector was applied to a model (or a weight-processing mode) it was not read from."""
+
+
+class FastPathMismatchError(ModelContractError):
+    """The fast patching engine did not reproduce the model's own forward pass.
+
+    Its control row (an unpatched copy of the answer position, recomputed by the engine)
+    differs from the real forward by more than the tolerance: the model runs something the
+    engine cannot see. ``method="fast"`` raises this; ``method="auto"`` warns and computes
+    that chunk of prompts on the plain path instead. ``difference`` is the largest
+    log-probability difference the control row showed.
+    """
+
+    def __init__(self, message: str, difference: float = float("nan")) -> None:
+        super().__init__(message)
+        self.difference = difference

@@ -28,13 +28,14 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from icl_lens.core.errors import ModelContractError
+from icl_lens.core.options import check_choice
 
 HookFn = Callable[[Tensor, Any], Tensor | None]
 FwdHooks = Sequence[tuple[str, HookFn]]
@@ -75,6 +76,16 @@ def resid_mid(layer: int) -> str:
 def resid_post(layer: int) -> str:
     """Residual stream leaving block ``layer``."""
     return f"blocks.{layer}.hook_resid_post"
+
+
+ResidHook = Literal["resid_pre", "resid_mid", "resid_post"]
+"""A residual stream of a block: entering it, between its attention and MLP, or leaving it."""
+
+
+def resid(hook: ResidHook, layer: int) -> str:
+    """Hook name of the residual stream ``hook`` of block ``layer``."""
+    check_choice(hook, ResidHook, "hook")
+    return f"blocks.{layer}.hook_{hook}"
 
 
 def attn_out(layer: int) -> str:

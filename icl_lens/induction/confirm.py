@@ -28,6 +28,7 @@ from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.hooks import HookedModel
 from icl_lens.core.models import model_name
+from icl_lens.core.options import check_choice
 from icl_lens.core.progress import progress
 from icl_lens.core.results import Config
 from icl_lens.induction import sequences as seq
@@ -35,7 +36,8 @@ from icl_lens.induction.confirm_result import InductionAblationResult
 from icl_lens.induction.detectors import InductionConfig, find_induction_heads
 from icl_lens.induction.detectors_result import InductionHeadsResult
 from icl_lens.induction.icl_score import IclScoreConfig, context_tokens, per_token_loss, score_from_losses
-from icl_lens.patching.ablation import METHODS, ablate_heads, normalize_heads
+from icl_lens.patching.ablation import ablate_heads, normalize_heads
+from icl_lens.patching.options import AblationMethod
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +56,7 @@ class AblationCheckConfig(Config):
 
     ks: tuple[int, ...] = (1, 3, 5, 10)
     n_random_draws: int = 3
-    method: str = "mean"
+    method: AblationMethod = "mean"
     preserve_pattern: bool = False
     repeat_length: int = 50
     n_repeat_sequences: int = 16
@@ -67,8 +69,7 @@ class AblationCheckConfig(Config):
             object.__setattr__(self, "ks", tuple(self.ks))
         if not self.ks or min(self.ks) < 1:
             raise ConfigError("ks must be a non-empty tuple of positive ints")
-        if self.method not in METHODS:
-            raise ConfigError(f"method must be one of {METHODS}")
+        check_choice(self.method, AblationMethod, "method")
         if self.n_random_draws < 1 or self.repeat_length < 2 or self.n_repeat_sequences < 1:
             raise ConfigError("n_random_draws >= 1, repeat_length >= 2, n_repeat_sequences >= 1")
 

@@ -5,23 +5,32 @@ speed against TransformerLens's own patching.
 """
 
 from icl_lens.patching.ablation import ablate_heads as ablate_heads
-from icl_lens.patching.activations import head_activations as head_activations
-from icl_lens.patching.activations import mean_head_activations as mean_head_activations
-from icl_lens.patching.activations import resid_activations as resid_activations
-from icl_lens.patching.attribution import attribution_head_sweep as attribution_head_sweep
-from icl_lens.patching.attribution import attribution_resid_sweep as attribution_resid_sweep
-from icl_lens.patching.attribution import patching_agreement as patching_agreement
-from icl_lens.patching.interventions import add_to_resid as add_to_resid
-from icl_lens.patching.interventions import patch_activation as patch_activation
-from icl_lens.patching.interventions import replace_resid as replace_resid
-from icl_lens.patching.metrics import PromptMetric as PromptMetric
-from icl_lens.patching.metrics import answer_logprob as answer_logprob
-from icl_lens.patching.metrics import answer_prob as answer_prob
-from icl_lens.patching.metrics import kl_to as kl_to
-from icl_lens.patching.metrics import logit_diff as logit_diff
-from icl_lens.patching.metrics import top1_correct as top1_correct
-from icl_lens.patching.results import HeadPatchingResult as HeadPatchingResult
-from icl_lens.patching.results import PatchingAgreement as PatchingAgreement
-from icl_lens.patching.results import ResidPatchingResult as ResidPatchingResult
-from icl_lens.patching.sweeps import head_sweep as head_sweep
-from icl_lens.patching.sweeps import resid_sweep as resid_sweep
+from icl_lens.patching.activations import (
+    head_activations as head_activations,
+    mean_head_activations as mean_head_activations,
+    resid_activations as resid_activations,
+)
+from icl_lens.patching.attribution import (
+    attribution_head_sweep as attribution_head_sweep,
+    attribution_resid_sweep as attribution_resid_sweep,
+    patching_agreement as patching_agreement,
+)
+from icl_lens.patching.interventions import (
+    add_to_resid as add_to_resid,
+    patch_activation as patch_activation,
+    replace_resid as replace_resid,
+)
+from icl_lens.patching.metrics import (
+    PromptMetric as PromptMetric,
+    answer_logprob as answer_logprob,
+    answer_prob as answer_prob,
+    kl_to as kl_to,
+    logit_diff as logit_diff,
+    top1_correct as top1_correct,
+)
+from icl_lens.patching.results import (
+    HeadPatchingResult as HeadPatchingResult,
+    PatchingAgreement as PatchingAgreement,
+    ResidPatchingResult as ResidPatchingResult,
+)
+from icl_lens.patching.sweeps import head_sweep as head_sweep, resid_sweep as resid_sweep

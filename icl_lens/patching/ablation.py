@@ -39,12 +39,14 @@ from torch import Tensor
 
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
+from icl_lens.core.hooks import HookedModel
+from icl_lens.core.options import check_choice
+from icl_lens.patching.options import AblationMethod
 
-METHODS = ("zero", "mean", "resample")
 Head = tuple[int, int]
 
 
-def normalize_heads(model: Any, heads: Sequence[Sequence[int]]) -> list[Head]:
+def normalize_heads(model: HookedModel, heads: Sequence[Sequence[int]]) -> list[Head]:
     """Validate ``(layer, head)`` pairs against the model; sorted, duplicates removed."""
     s = hooks.spec(model)
     out: set[Head] = set()
@@ -74,8 +76,8 @@ def _reference_tokens(reference: Any) -> tuple[Tensor, Tensor | None]:
     raise ConfigError(f"reference must be a PromptBatch or a token tensor [batch, pos], got {type(reference).__name__}")
 
 
-def head_activations(
-    model: Any,
+def _reference_z(
+    model: HookedModel,
     heads: Sequence[Head],
     tokens: Int[Tensor, "batch pos"],
     attention_mask: Int[Tensor, "batch pos"] | None = None,
@@ -97,13 +99,13 @@ def _cyclic_pairing(n: int, seed: int) -> Tensor:
 
 @contextlib.contextmanager
 def ablate_heads(
-    model: Any,
+    model: HookedModel,
     heads: Sequence[Sequence[int]],
-    method: str = "zero",
+    method: AblationMethod = "zero",
     reference: Any = None,
     preserve_pattern: bool = False,
     seed: int = 0,
-) -> Iterator[Any]:
+) -> Iterator[HookedModel]:
     """Ablate attention heads inside a ``with`` block; yields the model.
 
     Args:
@@ -120,8 +122,7 @@ def ablate_heads(
     Every hook (and, with ``preserve_pattern``, the forward wrapper) is removed when the
     block exits, including on an exception.
     """
-    if method not in METHODS:
-        raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
+    check_choice(method, AblationMethod, "method")
     head_list = normalize_heads(model, heads)
     if method != "zero" and reference is None:
         raise ConfigError(
@@ -135,7 +136,7 @@ def ablate_heads(
     pairing: Tensor | None = None
     if method in ("mean", "resample"):
         ref_tokens, ref_mask = _reference_tokens(reference)
-        acts = head_activations(model, head_list, ref_tokens, ref_mask)
+        acts = _reference_z(model, head_list, ref_tokens, ref_mask)
         if method == "mean":
             keep = torch.ones(ref_tokens.shape, dtype=torch.bool) if ref_mask is None else ref_mask.bool().cpu()
             for key, a in acts.items():
@@ -207,7 +208,7 @@ def ablate_heads(
         recorded_patterns.clear()
 
 
-def _wrap_forward(model: Any, state: dict[str, bool], recorded: dict[int, Tensor]) -> None:
+def _wrap_forward(model: HookedModel, state: dict[str, bool], recorded: dict[int, Tensor]) -> None:
     """Make every call of ``model`` (``model(...)`` and ``model.forward(...)``, which
     ``run_with_hooks`` uses) run once without ablation to record the patterns first."""
     if "forward" in vars(model):
@@ -231,11 +232,11 @@ def _wrap_forward(model: Any, state: dict[str, bool], recorded: dict[int, Tensor
     model.forward = forward_twice
 
 
-def _unwrap_forward(model: Any) -> None:
+def _unwrap_forward(model: HookedModel) -> None:
     if "forward" in vars(model):
         del model.forward
 
 
-def forward_is_wrapped(model: Any) -> bool:
+def forward_is_wrapped(model: HookedModel) -> bool:
     """True while a pattern-preserving ablation wraps ``model.forward`` (for leak tests)."""
     return "forward" in vars(model)

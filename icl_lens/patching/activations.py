@@ -1,7 +1,8 @@
 """Head outputs and residual streams of a prompt batch, cached only where needed.
 
 Hooks gather the answer position inside the forward pass, so a sweep over 30 layers keeps
-``[batch, n_layers, ...]`` and never the whole ``[batch, pos, ...]`` cache.
+``[batch, n_layers, ...]`` and never the whole ``[batch, pos, ...]`` cache. The chunking
+helpers here are shared by every patching computation.
 """
 
 from __future__ import annotations
@@ -16,11 +17,24 @@ from torch import Tensor
 
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
+from icl_lens.core.hooks import HookedModel, ResidHook
+from icl_lens.core.options import check_choice
 from icl_lens.core.progress import progress
-from icl_lens.patching.engine import last_position_runner
+from icl_lens.patching.engine import last_position_engine
+from icl_lens.patching.options import ActivationHook, CapturePositions
 from icl_lens.prompting.prompts import PromptBatch
 
-_RESID = {"resid_pre": hooks.resid_pre, "resid_mid": hooks.resid_mid, "resid_post": hooks.resid_post}
+TOKENS_PER_FORWARD = 1024
+"""Token budget of one full forward (its ``[batch, pos, d_vocab]`` logits dominate memory)."""
+
+
+def auto_batch_size(batch: PromptBatch, batch_size: int | None) -> int:
+    """Prompts per chunk: ``batch_size``, or as many as fit :data:`TOKENS_PER_FORWARD`."""
+    if batch_size is not None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        return int(batch_size)
+    return max(1, TOKENS_PER_FORWARD // max(1, batch.tokens.shape[1]))
 
 
 def take_rows(batch: PromptBatch, rows: Tensor) -> PromptBatch:
@@ -61,10 +75,10 @@ def row_chunks(n: int, batch_size: int | None) -> Iterator[Tensor]:
 
 
 def run_capturing(
-    model: Any,
+    model: HookedModel,
     batch: PromptBatch,
     names: list[str],
-    positions: str,
+    positions: CapturePositions,
     fwd_hooks: hooks.FwdHooks = (),
 ) -> tuple[Float[Tensor, "batch d_vocab"], list[Tensor]]:
     """One forward returning the logits at ``last_pos`` and the named activations.
@@ -84,10 +98,10 @@ def run_capturing(
         return save
 
     fwd = list(fwd_hooks) + [(n, saver(n)) for n in names]
-    runner = last_position_runner(model) if not fwd_hooks else None
-    if runner is not None:
+    engine = last_position_engine(model) if not fwd_hooks else None
+    if engine is not None:
         # Skips unembedding every column: only the answer position's logits are needed.
-        last_logits = runner.last_logits(batch.tokens, batch.attention_mask, batch.last_pos, fwd)
+        last_logits = engine.last_logits(batch.tokens, batch.attention_mask, batch.last_pos, fwd)
     else:
         with torch.no_grad():
             logits = hooks.forward(model, batch.tokens, batch.attention_mask, fwd)
@@ -98,79 +112,30 @@ def run_capturing(
     return last_logits, [store[n] for n in names]
 
 
-def _check_positions(positions: str) -> None:
-    if positions not in ("last", "all"):
-        raise ConfigError(f"positions must be 'last' or 'all', got {positions!r}")
-
-
-def head_activations_and_logits(
-    model: Any,
+def activations_and_logits(
+    model: HookedModel,
     batch: PromptBatch,
+    hook: ActivationHook,
     *,
-    positions: str = "last",
+    positions: CapturePositions = "last",
     batch_size: int | None = None,
     show_progress: bool | None = None,
 ) -> tuple[Tensor, Float[Tensor, "batch d_vocab"]]:
-    """:func:`head_activations` plus the logits at ``last_pos`` of the same forward passes."""
-    _check_positions(positions)
-    names = [hooks.z(l) for l in range(hooks.spec(model).n_layers)]
-    # each z is [..., n_heads, d_head]: stacked into [..., n_layers, n_heads, d_head]
-    return _capture_layers(model, batch, names, positions, -3, "head activations", batch_size, show_progress)
+    """``hook`` of every layer, and the logits at ``last_pos``, from the same forward passes.
 
-
-def head_activations(
-    model: Any,
-    batch: PromptBatch,
-    *,
-    positions: str = "last",
-    batch_size: int | None = None,
-    show_progress: bool | None = None,
-) -> Float[Tensor, "batch *pos n_layers n_heads d_head"]:
-    """Every head's output ``z`` (before ``W_O``) at each prompt's ``last_pos``.
-
-    Returns ``[batch, n_layers, n_heads, d_head]``; with ``positions="all"``,
-    ``[batch, pos, n_layers, n_heads, d_head]`` (every column).
+    ``hook`` is ``"z"`` (every head's output before ``W_O``: ``[batch, *pos, n_layers,
+    n_heads, d_head]``) or a residual stream (``"resid_pre"``, ``"resid_mid"``,
+    ``"resid_post"``: ``[batch, *pos, n_layers, d_model]``); ``pos`` is there only for
+    ``positions="all"``.
     """
-    return head_activations_and_logits(
-        model, batch, positions=positions, batch_size=batch_size, show_progress=show_progress
-    )[0]
-
-
-def mean_head_activations(
-    model: Any, batch: PromptBatch, *, batch_size: int | None = None, show_progress: bool | None = None
-) -> Float[Tensor, "n_layers n_heads d_head"]:
-    """Mean over the batch of every head's output at ``last_pos`` (Todd et al.'s mean activation)."""
-    return head_activations(model, batch, batch_size=batch_size, show_progress=show_progress).mean(0)
-
-
-def resid_activations_and_logits(
-    model: Any,
-    batch: PromptBatch,
-    *,
-    hook: str = "resid_post",
-    positions: str = "last",
-    batch_size: int | None = None,
-    show_progress: bool | None = None,
-) -> tuple[Tensor, Float[Tensor, "batch d_vocab"]]:
-    """:func:`resid_activations` plus the logits at ``last_pos`` of the same forward passes."""
-    _check_positions(positions)
-    if hook not in _RESID:
-        raise ConfigError(f"hook must be one of {sorted(_RESID)}, got {hook!r}")
-    names = [_RESID[hook](l) for l in range(hooks.spec(model).n_layers)]
-    return _capture_layers(model, batch, names, positions, -2, "residual activations", batch_size, show_progress)
-
-
-def _capture_layers(
-    model: Any,
-    batch: PromptBatch,
-    names: list[str],
-    positions: str,
-    layer_dim: int,
-    desc: str,
-    batch_size: int | None,
-    show_progress: bool | None,
-) -> tuple[Tensor, Float[Tensor, "batch d_vocab"]]:
-    """One activation per layer (``names``), stacked at ``layer_dim``, and the answer logits, chunk by chunk."""
+    check_choice(hook, ActivationHook, "hook")
+    check_choice(positions, CapturePositions, "positions")
+    n_layers = hooks.spec(model).n_layers
+    if hook == "z":
+        # each z is [..., n_heads, d_head]: stacked into [..., n_layers, n_heads, d_head]
+        names, layer_dim, desc = [hooks.z(l) for l in range(n_layers)], -3, "head activations"
+    else:
+        names, layer_dim, desc = [hooks.resid(hook, l) for l in range(n_layers)], -2, "residual activations"
     acts, logits = [], []
     chunks = list(row_chunks(len(batch), batch_size))
     for rows in progress(chunks, desc=desc, enabled=show_progress if len(chunks) > 1 else False):
@@ -180,12 +145,37 @@ def _capture_layers(
     return torch.cat(acts), torch.cat(logits)
 
 
-def resid_activations(
-    model: Any,
+def head_activations(
+    model: HookedModel,
     batch: PromptBatch,
     *,
-    hook: str = "resid_post",
-    positions: str = "last",
+    positions: CapturePositions = "last",
+    batch_size: int | None = None,
+    show_progress: bool | None = None,
+) -> Float[Tensor, "batch *pos n_layers n_heads d_head"]:
+    """Every head's output ``z`` (before ``W_O``) at each prompt's ``last_pos``.
+
+    Returns ``[batch, n_layers, n_heads, d_head]``; with ``positions="all"``,
+    ``[batch, pos, n_layers, n_heads, d_head]`` (every column).
+    """
+    return activations_and_logits(
+        model, batch, "z", positions=positions, batch_size=batch_size, show_progress=show_progress
+    )[0]
+
+
+def mean_head_activations(
+    model: HookedModel, batch: PromptBatch, *, batch_size: int | None = None, show_progress: bool | None = None
+) -> Float[Tensor, "n_layers n_heads d_head"]:
+    """Mean over the batch of every head's output at ``last_pos`` (Todd et al.'s mean activation)."""
+    return head_activations(model, batch, batch_size=batch_size, show_progress=show_progress).mean(0)
+
+
+def resid_activations(
+    model: HookedModel,
+    batch: PromptBatch,
+    *,
+    hook: ResidHook = "resid_post",
+    positions: CapturePositions = "last",
     batch_size: int | None = None,
     show_progress: bool | None = None,
 ) -> Float[Tensor, "batch *pos n_layers d_model"]:
@@ -194,6 +184,7 @@ def resid_activations(
     ``hook`` is ``"resid_pre"``, ``"resid_mid"`` or ``"resid_post"``; with
     ``positions="all"``, ``[batch, pos, n_layers, d_model]``.
     """
-    return resid_activations_and_logits(
-        model, batch, hook=hook, positions=positions, batch_size=batch_size, show_progress=show_progress
+    check_choice(hook, ResidHook, "hook")
+    return activations_and_logits(
+        model, batch, hook, positions=positions, batch_size=batch_size, show_progress=show_progress
     )[0]

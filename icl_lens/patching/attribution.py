@@ -18,28 +18,142 @@ cached prefix the backward pass runs through one row per prompt.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
+from scipy import stats
 from torch import Tensor
 
 from icl_lens.core import hooks
-from icl_lens.core.errors import ConfigError, ModelContractError
-from icl_lens.core.models import model_name
+from icl_lens.core.errors import ConfigError
+from icl_lens.core.hooks import HookedModel, ResidHook
+from icl_lens.core.options import check_choice
 from icl_lens.patching.activations import row_chunks, take_rows
-from icl_lens.patching.engine import CONTROL_TOLERANCE, control_error, last_position_runner
-from icl_lens.patching.metrics import Metric, evaluate_metric, metric_for_rows, metric_name, resolve_metric
+from icl_lens.patching.engine import LastPositionEngine
+from icl_lens.patching.metrics import Metric, metric_for_rows
+from icl_lens.patching.options import Method, MetricName, Positions, RankBy, ResidPositions
 from icl_lens.patching.results import HeadPatchingResult, PatchingAgreement, ResidPatchingResult
-from icl_lens.patching.sweeps import _RESID_HOOKS, _choice, _head_source, _resid_source, _source_rows
+from icl_lens.patching.runner import ChunkRunner, answer_gradients, sweep_runner
+from icl_lens.patching.sources import Source, SweepInputs, sweep_inputs
 from icl_lens.prompting.prompts import PromptBatch
 
 TOKENS_PER_BACKWARD = 512
 """Token budget of one full forward + backward (activations are kept for the backward)."""
+TOKENS_PER_FAST_BACKWARD = 1024
+"""Token budget of a chunk whose backward runs through the answer position only."""
+
+
+def attribution_head_sweep(
+    model: HookedModel,
+    target: PromptBatch,
+    source: Source,
+    *,
+    metric: MetricName | Metric = "prob",
+    positions: Positions = "last",
+    batch_size: int | None = None,
+    method: Method = "auto",
+    show_progress: bool | None = None,
+) -> HeadPatchingResult:
+    """Attribution-patching estimate of :func:`~icl_lens.patching.head_sweep` for every head.
+
+    Same arguments and result type as ``head_sweep`` (``method="attribution"`` in the
+    result): ``patched = baseline + grad_z . (z_source - z_target)`` per prompt.
+    ``method`` picks the gradient engine: ``"fast"`` (answer position only, through the
+    cached prefix), ``"plain"`` (a full backward pass) or ``"auto"`` (fast where it
+    applies, plain for any chunk of prompts whose control row disagrees).
+    """
+    runner = sweep_runner(model, method, positions=positions)
+    inputs = sweep_inputs(model, target, source, metric=metric, positions=positions, show_progress=show_progress)
+    return _attribution(model, inputs, runner, batch_size)  # type: ignore[return-value]
+
+
+def attribution_resid_sweep(
+    model: HookedModel,
+    target: PromptBatch,
+    source: PromptBatch | Tensor,
+    *,
+    metric: MetricName | Metric = "prob",
+    positions: ResidPositions = "last",
+    hook: ResidHook = "resid_pre",
+    batch_size: int | None = None,
+    method: Method = "auto",
+    show_progress: bool | None = None,
+) -> ResidPatchingResult:
+    """Attribution-patching estimate of :func:`~icl_lens.patching.resid_sweep` for every layer."""
+    runner = sweep_runner(model, method, positions=positions, hook=hook)
+    inputs = sweep_inputs(
+        model, target, source, metric=metric, positions=positions, hook=hook, show_progress=show_progress
+    )
+    return _attribution(model, inputs, runner, batch_size)  # type: ignore[return-value]
+
+
+def _attribution(
+    model: HookedModel, inputs: SweepInputs, runner: ChunkRunner[LastPositionEngine], batch_size: int | None
+) -> HeadPatchingResult | ResidPatchingResult:
+    """``grad . (source - target)`` for every cell, chunk by chunk of prompts."""
+    s = hooks.spec(model)
+    target, hook = inputs.target, inputs.hook
+    n, n_cols = len(target), target.tokens.shape[1]
+    cells = (s.n_layers,) + (() if hook is not None else (s.n_heads,))
+    attribution = torch.zeros(*cells, *((n_cols,) if inputs.positions == "each" else ()), n)
+    baseline = torch.zeros(n)
+    names = [hooks.z(l) if hook is None else hooks.resid(hook, l) for l in range(s.n_layers)]
+    budget = TOKENS_PER_BACKWARD if runner.engine is None else TOKENS_PER_FAST_BACKWARD
+    size = batch_size if batch_size is not None else max(1, budget // max(1, n_cols))
+    for rows in row_chunks(n, size):
+        baseline[rows], attribution[..., rows] = _chunk(model, inputs, runner, rows, names)
+    return inputs.result(
+        model, method="attribution", patched=baseline + attribution, baseline=baseline, effect=attribution.mean(-1)
+    )
+
+
+def _chunk(
+    model: HookedModel, inputs: SweepInputs, runner: ChunkRunner[LastPositionEngine], rows: Tensor, names: list[str]
+) -> tuple[Tensor, Tensor]:
+    """Metric values ``[batch]`` and estimates ``[*cells, batch]`` of one chunk of prompts."""
+    sub = take_rows(inputs.target, rows)
+    metric = metric_for_rows(inputs.metric, rows, len(inputs.target))
+    values = inputs.rows(rows).float()
+    n_layers = len(names)
+
+    def fast(engine: LastPositionEngine) -> tuple[Tensor, Tensor]:
+        state = engine.prefix_state(sub.tokens, sub.attention_mask, sub.last_pos)
+        out, z, grad_z, resid, grad_resid = answer_gradients(engine, state, lambda lg: metric(lg, sub).float())
+        if inputs.hook is None:
+            return out, _estimate(values, z, grad_z, "last")
+        # residual l enters block l, so block l's resid_post is residual l + 1
+        at = slice(1, n_layers + 1) if inputs.hook == "resid_post" else slice(0, n_layers)
+        return out, _estimate(values, resid[:, at], grad_resid[:, at], "last")
+
+    def plain() -> tuple[Tensor, Tensor]:
+        out, acts, grads = _full_gradients(model, sub, metric, names)
+        act, grad = torch.stack(acts, dim=2).float(), torch.stack(grads, dim=2).float()  # [batch, pos, layer, ...]
+        if inputs.positions == "last":
+            act, grad = hooks.gather_positions(act, sub.last_pos), hooks.gather_positions(grad, sub.last_pos)
+        return out, _estimate(values, act, grad, inputs.positions)
+
+    return runner.run(fast, plain)
+
+
+def _estimate(source: Tensor, act: Tensor, grad: Tensor, positions: str) -> Tensor:
+    """``grad . (source - act)`` over the last axis, batch axis moved last.
+
+    ``act`` and ``grad`` are ``[batch, layer, ...]`` (``positions="last"``) or ``[batch,
+    pos, layer, ...]``; the estimate is ``[layer, ..., batch]``, with a ``pos`` axis before
+    the batch for ``"each"`` and summed over columns for ``"all"``.
+    """
+    per_cell = ((source.to(act) - act) * grad).sum(-1)
+    if positions == "all":
+        per_cell = per_cell.sum(1)
+    elif positions == "each":
+        per_cell = per_cell.movedim(1, -1)
+    return per_cell.movedim(0, -1).cpu()
 
 
 def _full_gradients(
-    model: Any, sub: PromptBatch, metric: Metric, names: Sequence[str]
+    model: HookedModel, sub: PromptBatch, metric: Metric, names: Sequence[str]
 ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
     """Metric values, activations and gradients of ``names`` at every column (full backward)."""
     deltas: dict[str, Tensor] = {}
@@ -64,188 +178,20 @@ def _full_gradients(
     return values.detach().float().cpu(), [acts[n] for n in names], grads_out
 
 
-def _fast_or_none(model: Any, method: str, positions: str, usable: bool = True) -> Any:
-    _choice(method, ("auto", "fast", "plain"), "method")
-    runner = last_position_runner(model) if method != "plain" and positions == "last" and usable else None
-    if method == "fast" and runner is None:
-        raise ConfigError("method='fast' needs positions='last', a hook-free model and a supported architecture")
-    return runner
-
-
-def _chunk_size(target: PromptBatch, batch_size: int | None, fast: bool) -> int:
-    if batch_size is not None:
-        return int(batch_size)
-    budget = 1024 if fast else TOKENS_PER_BACKWARD
-    return max(1, budget // max(1, target.tokens.shape[1]))
-
-
-def attribution_head_sweep(
-    model: Any,
-    target: PromptBatch,
-    source: PromptBatch | Tensor | Mapping[str, Tensor],
-    *,
-    metric: str | Metric = "prob",
-    positions: str = "last",
-    batch_size: int | None = None,
-    method: str = "auto",
-    show_progress: bool | None = None,
-) -> HeadPatchingResult:
-    """Attribution-patching estimate of :func:`~icl_lens.patching.head_sweep` for every head.
-
-    Same arguments and result type as ``head_sweep`` (``method="attribution"`` in the
-    result): ``patched = baseline + grad_z . (z_source - z_target)`` per prompt.
-    ``method`` picks the gradient engine: ``"fast"`` (answer position only, through the
-    cached prefix), ``"plain"`` (a full backward pass) or ``"auto"``.
-    """
-    s = hooks.spec(model)
-    _choice(positions, ("last", "each", "all"), "positions")
-    runner = _fast_or_none(model, method, positions)
-    src, src_logits, src_desc = _head_source(model, source, target, positions, show_progress)
-    metric_fn = resolve_metric(metric, target, source, None if src_logits is None else src_logits.log_softmax(-1))
-    n, n_cols = len(target), target.tokens.shape[1]
-    shape = (s.n_layers, s.n_heads) + ((n_cols,) if positions == "each" else ())
-    attribution = torch.zeros(*shape, n)
-    baseline = torch.zeros(n)
-    names = [hooks.z(l) for l in range(s.n_layers)]
-    for rows in row_chunks(n, _chunk_size(target, batch_size, runner is not None)):
-        sub = take_rows(target, rows)
-        m = metric_for_rows(metric_fn, rows, n)
-        vals = _source_rows(src, rows).float()
-        if runner is not None:
-            state = runner.prefix_state(sub.tokens, sub.attention_mask, sub.last_pos)
-            values, logits, z, grad_z, _, _ = runner.gradients(state, lambda lg, m=m, sub=sub: m(lg, sub).float())
-            _check_control(state, logits, method)
-            # [batch, layer, head]: sum over d_head of grad * (source - target).
-            attribution[..., rows] = ((vals.to(z) - z) * grad_z).sum(-1).permute(1, 2, 0).cpu()
-        else:
-            values, acts, grads = _full_gradients(model, sub, m, names)
-            for l in range(s.n_layers):
-                z, g = acts[l].float(), grads[l].float()  # [batch, pos, head, d_head]
-                if positions == "last":
-                    at = torch.arange(len(sub))
-                    diff = vals[:, l].to(z) - z[at, sub.last_pos]
-                    attribution[l][..., rows] = (diff * g[at, sub.last_pos]).sum(-1).T.cpu()
-                else:
-                    per_col = ((vals[:, :, l].to(z) - z) * g).sum(-1)  # [batch, pos, head]
-                    if positions == "each":
-                        attribution[l][..., rows] = per_col.permute(2, 1, 0).cpu()
-                    else:
-                        attribution[l][..., rows] = per_col.sum(1).T.cpu()
-        baseline[rows] = values.cpu()
-    reference = None if src_logits is None else evaluate_metric(metric_fn, src_logits, target)
-    return HeadPatchingResult(
-        model=model_name(model),
-        metric=metric_name(metric),
-        positions=positions,
-        method="attribution",
-        source=src_desc,
-        patched=baseline + attribution,
-        baseline=baseline,
-        reference=reference,
-        effect=attribution.mean(-1),
-    )
-
-
-def attribution_resid_sweep(
-    model: Any,
-    target: PromptBatch,
-    source: PromptBatch | Tensor,
-    *,
-    metric: str | Metric = "prob",
-    positions: str = "last",
-    hook: str = "resid_pre",
-    batch_size: int | None = None,
-    method: str = "auto",
-    show_progress: bool | None = None,
-) -> ResidPatchingResult:
-    """Attribution-patching estimate of :func:`~icl_lens.patching.resid_sweep` for every layer."""
-    s = hooks.spec(model)
-    _choice(positions, ("last", "each"), "positions")
-    _choice(hook, tuple(_RESID_HOOKS), "hook")
-    runner = _fast_or_none(model, method, positions, usable=hook != "resid_mid")
-    src, src_logits, src_desc = _resid_source(model, source, target, positions, hook, show_progress)
-    metric_fn = resolve_metric(metric, target, source, None if src_logits is None else src_logits.log_softmax(-1))
-    n, n_cols = len(target), target.tokens.shape[1]
-    shape = (s.n_layers,) + ((n_cols,) if positions == "each" else ())
-    attribution = torch.zeros(*shape, n)
-    baseline = torch.zeros(n)
-    names = [_RESID_HOOKS[hook](l) for l in range(s.n_layers)]
-    offset = 1 if hook == "resid_post" else 0
-    for rows in row_chunks(n, _chunk_size(target, batch_size, runner is not None)):
-        sub = take_rows(target, rows)
-        m = metric_for_rows(metric_fn, rows, n)
-        vals = _source_rows(src, rows).float()
-        if runner is not None:
-            state = runner.prefix_state(sub.tokens, sub.attention_mask, sub.last_pos)
-            values, logits, _, _, resid, grad_r = runner.gradients(state, lambda lg, m=m, sub=sub: m(lg, sub).float())
-            _check_control(state, logits, method)
-            r, g = resid[:, offset : offset + s.n_layers], grad_r[:, offset : offset + s.n_layers]
-            attribution[..., rows] = ((vals.to(r) - r) * g).sum(-1).T.cpu()
-        else:
-            values, acts, grads = _full_gradients(model, sub, m, names)
-            for l in range(s.n_layers):
-                r, g = acts[l].float(), grads[l].float()  # [batch, pos, d_model]
-                if positions == "last":
-                    at = torch.arange(len(sub))
-                    attribution[l, rows] = (
-                        ((vals[:, l].to(r) - r[at, sub.last_pos]) * g[at, sub.last_pos]).sum(-1).cpu()
-                    )
-                else:
-                    attribution[l][:, rows] = ((vals[:, :, l].to(r) - r) * g).sum(-1).T.cpu()
-        baseline[rows] = values.cpu()
-    reference = None if src_logits is None else evaluate_metric(metric_fn, src_logits, target)
-    return ResidPatchingResult(
-        model=model_name(model),
-        metric=metric_name(metric),
-        positions=positions,
-        method="attribution",
-        source=src_desc,
-        hook=hook,
-        patched=baseline + attribution,
-        baseline=baseline,
-        reference=reference,
-        effect=attribution.mean(-1),
-    )
-
-
-def _check_control(state: Any, logits: Tensor, method: str) -> None:
-    err = control_error(state, logits)
-    if err > CONTROL_TOLERANCE:
-        raise ModelContractError(
-            f"the fast gradient engine does not reproduce this model's forward pass (log-probs differ by "
-            f"{err:.2e}); pass method='plain'."
-        )
-
-
-def _ranks(x: Tensor) -> Tensor:
-    """Ranks with ties averaged (as in Spearman's rho)."""
-    order = torch.argsort(x)
-    _, inverse, counts = torch.unique_consecutive(x[order], return_inverse=True, return_counts=True)
-    first = torch.cumsum(counts, 0) - counts
-    ranks = torch.empty_like(x)
-    ranks[order] = (first + (counts - 1) / 2.0)[inverse].to(x.dtype)
-    return ranks
-
-
-def _pearson(a: Tensor, b: Tensor) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    denom = float(a.norm() * b.norm())
-    return float((a * b).sum()) / denom if denom > 0 else float("nan")
-
-
 def patching_agreement(
     approx: HeadPatchingResult | ResidPatchingResult | Tensor,
     exact: HeadPatchingResult | ResidPatchingResult | Tensor,
     k: int = 10,
     *,
-    by: str = "abs",
+    by: RankBy = "abs",
 ) -> PatchingAgreement:
     """Agreement of an approximate sweep with an exact one, over the cells both computed.
 
-    Spearman and Pearson correlations of the effects, and the overlap of the top-``k``
-    cells (by absolute effect with ``by="abs"``, by signed effect with ``by="signed"``).
+    Spearman and Pearson correlations of the effects (``scipy.stats``; ties get their
+    average rank), and the overlap of the top-``k`` cells (by absolute effect with
+    ``by="abs"``, by signed effect with ``by="signed"``).
     """
-    _choice(by, ("abs", "signed"), "by")
+    check_choice(by, RankBy, "by")
 
     def effect(r: Any) -> tuple[Tensor, str]:
         if isinstance(r, Tensor):
@@ -265,8 +211,8 @@ def patching_agreement(
     top_a = set(torch.topk(score_a, kk).indices.tolist())
     top_b = set(torch.topk(score_b, kk).indices.tolist())
     return PatchingAgreement(
-        spearman=_pearson(_ranks(a), _ranks(b)),
-        pearson=_pearson(a, b),
+        spearman=_correlation(stats.spearmanr, a, b),
+        pearson=_correlation(stats.pearsonr, a, b),
         top_k_overlap=len(top_a & top_b) / kk,
         k=kk,
         n=len(a),
@@ -275,3 +221,11 @@ def patching_agreement(
         approx=a.float(),
         exact=b.float(),
     )
+
+
+def _correlation(test: Any, a: Tensor, b: Tensor) -> float:
+    """A scipy correlation, NaN (without scipy's warning) when either side is constant."""
+    x, y = a.numpy(), b.numpy()
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(test(x, y)[0])

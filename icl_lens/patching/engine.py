@@ -16,9 +16,10 @@ The blocks' own modules (norms, projections, MLPs, final norm, unembedding) do t
 only the attention of one query row against the cached prefix is written here, for the
 families whose attention we know (HF rotary attention wrapped by the bridge, and the
 bridge's native attention). Anything else, or a model with hooks attached, is refused
-(:func:`last_position_runner` returns ``None``) and the sweeps fall back to one full
-forward per variant. As a guard, every run carries an unpatched control row; when its
-log-probabilities differ from the real forward's, the caller falls back too.
+(:func:`last_position_engine` returns ``None``) and the plain path (one full forward per
+variant) is used. This module is the arithmetic only: :mod:`icl_lens.patching.runner`
+decides which chunks of prompts it computes, adds the unpatched control row to every run
+and falls back when that row disagrees with the real forward.
 """
 
 from __future__ import annotations
@@ -32,9 +33,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from icl_lens.core import forward, hooks
-
-CONTROL_TOLERANCE = 1e-3
-"""Max |log-prob difference| allowed between the control row and the real forward."""
+from icl_lens.core.hooks import HookedModel
 
 
 @dataclasses.dataclass
@@ -78,10 +77,10 @@ class Variants:
         return int(self.start_layer.shape[0])
 
 
-class LastPositionRunner:
+class LastPositionEngine:
     """Runs patched variants of the answer position through the model's own blocks."""
 
-    def __init__(self, model: Any, family: str) -> None:
+    def __init__(self, model: HookedModel, family: forward.Family) -> None:
         self.model = model
         self.family = family
         self.spec = hooks.spec(model)
@@ -295,8 +294,8 @@ class LastPositionRunner:
         return apply_rotary_pos_emb(q, k, cos, sin)
 
 
-def last_position_runner(model: Any) -> LastPositionRunner | None:
-    """A runner for ``model``, or ``None`` when the fast path does not apply to it.
+def last_position_engine(model: HookedModel) -> LastPositionEngine | None:
+    """The engine for ``model``, or ``None`` when the fast path does not apply to it.
 
     Supported: TransformerBridges whose blocks are plain pre-norm blocks with either the
     bridge's native attention or HF rotary attention (Llama, Mistral, Qwen2, SmolLM2, ...)
@@ -306,11 +305,4 @@ def last_position_runner(model: Any) -> LastPositionRunner | None:
     family = forward.model_family(model)
     if family is None or hooks.count_hooks(model) != 0:
         return None
-    return LastPositionRunner(model, family)
-
-
-def control_error(state: PrefixState, control_logits: Float[Tensor, "batch d_vocab"]) -> float:
-    """Max |difference| of log-probabilities between the control row and the real forward."""
-    a = torch.log_softmax(control_logits.float(), -1)
-    b = torch.log_softmax(state.logits.float(), -1)
-    return float((a - b).abs().max())
+    return LastPositionEngine(model, family)

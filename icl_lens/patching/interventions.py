@@ -30,12 +30,13 @@ from torch import Tensor
 
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
+from icl_lens.core.hooks import HookedModel, ResidHook
 
-Positions = None | str | int | Int[Tensor, " batch"]
+PositionSelector = None | str | int | Int[Tensor, " batch"]
+"""Where an intervention acts: every position, ``"last"``, a column, or one column per row."""
 Heads = None | int | Sequence[int]
 
 _HEAD_FIRST_SUFFIXES = ("hook_pattern", "hook_attn_scores")
-_RESID_HOOKS = {"resid_pre": hooks.resid_pre, "resid_mid": hooks.resid_mid, "resid_post": hooks.resid_post}
 
 
 def _axes(hook_name: str, ndim: int) -> tuple[int, int | None]:
@@ -48,7 +49,7 @@ def _axes(hook_name: str, ndim: int) -> tuple[int, int | None]:
 
 
 def activation_index(
-    shape: torch.Size, hook_name: str, positions: Positions, heads: Heads, device: torch.device
+    shape: torch.Size, hook_name: str, positions: PositionSelector, heads: Heads, device: torch.device
 ) -> tuple[Any, ...]:
     """The index into an activation of ``shape`` selecting ``positions`` and ``heads``."""
     ndim = len(shape)
@@ -120,13 +121,13 @@ def _fit(values: Tensor, act: Tensor, index: tuple[Any, ...], target_shape: torc
 
 @contextlib.contextmanager
 def patch_activation(
-    model: Any,
+    model: HookedModel,
     hook_name: str,
     values: Float[Tensor, " ..."],
     *,
     heads: Heads = None,
-    positions: Positions = None,
-) -> Iterator[Any]:
+    positions: PositionSelector = None,
+) -> Iterator[HookedModel]:
     """Replace the activation of ``hook_name`` with ``values`` while the block runs.
 
     Args:
@@ -137,64 +138,69 @@ def patch_activation(
             hooks (axis 1 of ``hook_pattern``/``hook_attn_scores``).
         positions: see the module docstring.
     """
-    values = torch.as_tensor(values)
-
-    def replace(act: Tensor, hook: Any) -> Tensor:
-        index = activation_index(act.shape, hook_name, positions, heads, act.device)
-        out = act.clone()
-        out[index] = _fit(values, act, index, out[index].shape, f"patch_activation({hook_name})")
-        return out
-
-    with hooks.attached(model, [(hook_name, replace)]):
+    with _edit(model, hook_name, values, heads=heads, positions=positions, scale=None, what="patch_activation"):
         yield model
-
-
-def _resid_hook_name(layer: int, hook: str, n_layers: int) -> str:
-    if hook not in _RESID_HOOKS:
-        raise ConfigError(f"hook must be one of {sorted(_RESID_HOOKS)}, got {hook!r}")
-    if not 0 <= layer < n_layers:
-        raise ConfigError(f"layer {layer} out of range: the model has {n_layers} layers")
-    return _RESID_HOOKS[hook](layer)
 
 
 @contextlib.contextmanager
 def add_to_resid(
-    model: Any,
+    model: HookedModel,
     layer: int,
     vector: Float[Tensor, "... d_model"],
     *,
-    positions: Positions,
-    hook: str = "resid_post",
+    positions: PositionSelector,
+    hook: ResidHook = "resid_post",
     scale: float = 1.0,
-) -> Iterator[Any]:
+) -> Iterator[HookedModel]:
     """Add ``scale * vector`` (``[d_model]`` or ``[batch, d_model]``) to the residual stream.
 
     ``hook`` picks where: ``"resid_post"`` (leaving block ``layer``, the default),
     ``"resid_pre"`` (entering it) or ``"resid_mid"``.
     """
-    name = _resid_hook_name(layer, hook, hooks.spec(model).n_layers)
-    vector = torch.as_tensor(vector)
-
-    def add(act: Tensor, **_: Any) -> Tensor:
-        index = activation_index(act.shape, name, positions, None, act.device)
-        out = act.clone()
-        out[index] = out[index] + scale * _fit(vector, act, index, out[index].shape, f"add_to_resid({name})")
-        return out
-
-    with hooks.attached(model, [(name, add)]):
+    name = _resid_hook_name(model, layer, hook)
+    with _edit(model, name, vector, heads=None, positions=positions, scale=scale, what="add_to_resid"):
         yield model
 
 
-@contextlib.contextmanager
 def replace_resid(
-    model: Any,
+    model: HookedModel,
     layer: int,
     values: Float[Tensor, "... d_model"],
     *,
-    positions: Positions,
-    hook: str = "resid_post",
-) -> Iterator[Any]:
+    positions: PositionSelector,
+    hook: ResidHook = "resid_post",
+) -> contextlib.AbstractContextManager[HookedModel]:
     """Replace the residual stream at ``positions`` with ``[d_model]`` or ``[batch, d_model]`` values."""
-    name = _resid_hook_name(layer, hook, hooks.spec(model).n_layers)
-    with patch_activation(model, name, values, positions=positions):
+    return patch_activation(model, _resid_hook_name(model, layer, hook), values, positions=positions)
+
+
+def _resid_hook_name(model: HookedModel, layer: int, hook: ResidHook) -> str:
+    n_layers = hooks.spec(model).n_layers
+    if not 0 <= layer < n_layers:
+        raise ConfigError(f"layer {layer} out of range: the model has {n_layers} layers")
+    return hooks.resid(hook, layer)
+
+
+@contextlib.contextmanager
+def _edit(
+    model: HookedModel,
+    name: str,
+    values: Tensor,
+    *,
+    heads: Heads,
+    positions: PositionSelector,
+    scale: float | None,
+    what: str,
+) -> Iterator[HookedModel]:
+    """Replace (``scale=None``) or add ``scale *`` ``values`` at the selected slice of ``name``."""
+    values = torch.as_tensor(values)
+
+    def edit(act: Tensor, hook: Any) -> Tensor:
+        index = activation_index(act.shape, name, positions, heads, act.device)
+        out = act.clone()
+        fitted = _fit(values, act, index, out[index].shape, f"{what}({name})")
+        out[index] = fitted if scale is None else out[index] + scale * fitted
+        return out
+
+    with hooks.attached(model, [(name, edit)]):
         yield model

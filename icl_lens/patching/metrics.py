@@ -25,6 +25,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from icl_lens.core.errors import ConfigError
+from icl_lens.core.options import check_choice, choices
+from icl_lens.patching.options import MetricName
 from icl_lens.prompting.prompts import PromptBatch
 
 Metric = Callable[[Tensor, PromptBatch], Tensor]
@@ -96,7 +98,6 @@ def kl_to(reference_logprobs: Float[Tensor, "batch d_vocab"]) -> PromptMetric:
     return PromptMetric("kl", _kl, ref)
 
 
-METRIC_NAMES = ("prob", "logprob", "accuracy", "logit_diff", "kl")
 _SIMPLE: dict[str, Metric] = {"prob": answer_prob, "logprob": answer_logprob, "accuracy": top1_correct}
 
 
@@ -111,7 +112,7 @@ def metric_name(metric: Any) -> str:
 
 
 def resolve_metric(
-    metric: str | Metric,
+    metric: MetricName | Metric,
     target: PromptBatch,
     source: Any = None,
     source_logprobs: Float[Tensor, "batch d_vocab"] | None = None,
@@ -124,8 +125,9 @@ def resolve_metric(
     """
     if not isinstance(metric, str):
         if not callable(metric):
-            raise ConfigError(f"metric must be a name {METRIC_NAMES} or a callable, got {metric!r}")
+            raise ConfigError(f"metric must be a name {choices(MetricName)} or a callable, got {metric!r}")
         return metric
+    check_choice(metric, MetricName, "metric (a name, or a callable(logits, batch))")
     if metric in _SIMPLE:
         return _SIMPLE[metric]
     if metric == "logit_diff":
@@ -144,7 +146,7 @@ def resolve_metric(
         if source_logprobs is None:
             raise ConfigError("metric='kl' needs a PromptBatch source (or pass kl_to(reference_logprobs)).")
         return kl_to(source_logprobs)
-    raise ConfigError(f"unknown metric {metric!r}; use one of {METRIC_NAMES} or a callable(logits, batch).")
+    raise AssertionError(f"metric {metric!r} is a MetricName without an implementation")
 
 
 def metric_for_rows(metric: Metric, rows: Int[Tensor, " rows"], n_total: int) -> Metric:

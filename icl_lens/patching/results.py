@@ -4,47 +4,71 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from icl_lens.core.errors import ConfigError
+from icl_lens.core.options import check_choice
 from icl_lens.core.results import Result
-
-
-def _effect_frame(
-    effect: Tensor, patched: Tensor, norm: Tensor | None, names: tuple[str, ...]
-) -> Any:
-    """One row per swept cell of ``effect`` (NaN cells were not swept), indexed by ``names``."""
-    import pandas as pd
-
-    rows = []
-    for key in itertools.product(*(range(n) for n in effect.shape)):
-        if bool(torch.isnan(effect[key])):
-            continue
-        row: dict[str, Any] = dict(zip(names, key))
-        row["effect"] = float(effect[key])
-        row["mean_patched"] = float(patched[key].mean())
-        if norm is not None:
-            row["normalized"] = float(norm[key])
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _normalized(patched: Tensor, baseline: Tensor, reference: Tensor | None) -> Tensor:
-    if reference is None:
-        raise ConfigError(
-            "normalized() needs the source run's metric (`reference`), which exists only when the "
-            "source was a PromptBatch; use `effect` for vector sources."
-        )
-    # A ratio of means: per-prompt ratios explode where reference ~ baseline.
-    return (patched - baseline).mean(-1) / (reference - baseline).mean()
+from icl_lens.patching.options import RankBy
 
 
 @dataclasses.dataclass(frozen=True)
-class HeadPatchingResult(Result):
+class _PatchingResult(Result):
+    """What head and residual-stream sweeps (exact or attribution) have in common.
+
+    ``patched[..., i]`` is prompt ``i``'s metric with one cell patched (NaN for cells not
+    swept); ``effect`` is the mean over prompts of ``patched - baseline``; ``reference``
+    is the source run's own metric (PromptBatch sources only). ``method`` is the engine
+    that computed it: ``"fast"``, ``"plain"``, ``"fast+plain"`` (some chunks of prompts
+    fell back) or ``"attribution"``.
+    """
+
+    model: str
+    metric: str
+    positions: str
+    method: str
+    source: str
+    patched: Float[Tensor, "*cells batch"]
+    baseline: Float[Tensor, " batch"]
+    reference: Float[Tensor, " batch"] | None
+    effect: Float[Tensor, " *cells"]
+
+    _axes: ClassVar[tuple[str, ...]] = ()
+
+    def normalized(self) -> Float[Tensor, " *cells"]:
+        """Mean(patched - baseline) / mean(reference - baseline): 1 = the source run's metric."""
+        if self.reference is None:
+            raise ConfigError(
+                "normalized() needs the source run's metric (`reference`), which exists only when the "
+                "source was a PromptBatch; use `effect` for vector sources."
+            )
+        # A ratio of means: per-prompt ratios explode where reference ~ baseline.
+        return (self.patched - self.baseline).mean(-1) / (self.reference - self.baseline).mean()
+
+    def to_dataframe(self) -> Any:
+        """One row per swept cell (NaN cells were not swept)."""
+        import pandas as pd
+
+        norm = self.normalized() if self.reference is not None else None
+        rows = []
+        for key in itertools.product(*(range(n) for n in self.effect.shape)):
+            if bool(torch.isnan(self.effect[key])):
+                continue
+            row: dict[str, Any] = dict(zip(self._axes, key))
+            row["effect"] = float(self.effect[key])
+            row["mean_patched"] = float(self.patched[key].mean())
+            if norm is not None:
+                row["normalized"] = float(norm[key])
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadPatchingResult(_PatchingResult):
     """Metric per prompt with one attention head's output (``hook_z``) patched.
 
     ``patched[l, h, ..., i]`` is the metric of prompt ``i`` with head ``h`` of layer ``l``
@@ -54,16 +78,7 @@ class HeadPatchingResult(Result):
     """
 
     title = "Head patching"
-
-    model: str
-    metric: str
-    positions: str
-    method: str
-    source: str
-    patched: Float[Tensor, "n_layers n_heads *pos batch"]
-    baseline: Float[Tensor, " batch"]
-    reference: Float[Tensor, " batch"] | None
-    effect: Float[Tensor, "n_layers n_heads *pos"]
+    _axes = ("layer", "head", "position")
 
     @property
     def n_layers(self) -> int:
@@ -73,25 +88,18 @@ class HeadPatchingResult(Result):
     def n_heads(self) -> int:
         return int(self.patched.shape[1])
 
-    def normalized(self) -> Float[Tensor, "n_layers n_heads *pos"]:
-        """Mean(patched - baseline) / mean(reference - baseline): 1 = the source run's metric."""
-        return _normalized(self.patched, self.baseline, self.reference)
-
-    def top(self, k: int = 10, *, by: str = "effect") -> list[tuple[int, int, float]]:
+    def top(self, k: int = 10, *, by: RankBy = "signed") -> list[tuple[int, int, float]]:
         """The ``k`` heads with the largest effect, as ``(layer, head, effect)``.
 
         ``by="abs"`` ranks by absolute effect. For ``positions="each"`` a head's effect is
         its largest over positions.
         """
+        check_choice(by, RankBy, "by")
         eff = self.effect if self.effect.ndim == 2 else self.effect.nan_to_num(float("-inf")).amax(-1)
         score = eff.abs() if by == "abs" else eff
         flat = score.nan_to_num(float("-inf")).flatten()
         order = torch.argsort(flat, descending=True)[:k]
         return [(int(i) // self.n_heads, int(i) % self.n_heads, float(eff.flatten()[i])) for i in order]
-
-    def to_dataframe(self) -> Any:
-        norm = self.normalized() if self.reference is not None else None
-        return _effect_frame(self.effect, self.patched, norm, ("layer", "head", "position"))
 
     def summary(self) -> str:
         swept = int((~torch.isnan(self.effect)).sum())
@@ -113,7 +121,7 @@ class HeadPatchingResult(Result):
 
 
 @dataclasses.dataclass(frozen=True)
-class ResidPatchingResult(Result):
+class ResidPatchingResult(_PatchingResult):
     """Metric per prompt with the residual stream of one layer (and position) patched.
 
     ``patched[l, i]`` (or ``patched[l, pos, i]`` for ``positions="each"``) is prompt
@@ -121,25 +129,9 @@ class ResidPatchingResult(Result):
     """
 
     title = "Residual stream patching"
+    _axes = ("layer", "position")
 
-    model: str
-    metric: str
-    positions: str
-    method: str
-    source: str
     hook: str
-    patched: Float[Tensor, "n_layers *pos batch"]
-    baseline: Float[Tensor, " batch"]
-    reference: Float[Tensor, " batch"] | None
-    effect: Float[Tensor, " n_layers *pos"]
-
-    def normalized(self) -> Float[Tensor, " n_layers *pos"]:
-        """Mean(patched - baseline) / mean(reference - baseline)."""
-        return _normalized(self.patched, self.baseline, self.reference)
-
-    def to_dataframe(self) -> Any:
-        norm = self.normalized() if self.reference is not None else None
-        return _effect_frame(self.effect, self.patched, norm, ("layer", "position"))
 
     def summary(self) -> str:
         eff = self.effect.nan_to_num(0.0)

@@ -38,7 +38,7 @@ from icl_lens.core.errors import ConfigError
 from icl_lens.core.hooks import HookedModel
 from icl_lens.core.progress import progress
 from icl_lens.core.results import Config
-from icl_lens.patching.activations import head_activations_and_logits
+from icl_lens.patching.activations import activations_and_logits
 from icl_lens.patching.metrics import top1_correct
 from icl_lens.patching.sweeps import head_sweep
 from icl_lens.prompting.prompts import PromptBatch, build_prompts
@@ -117,7 +117,7 @@ class FunctionVectorConfig(Config):
 
 def _chunk_z(model: HookedModel, sub: PromptBatch) -> tuple[Tensor, Bool[Tensor, " batch"]]:
     """Last-position ``hook_z`` of every head, and whether the answer is the top-1 token."""
-    z, logits = head_activations_and_logits(model, sub, positions="last", batch_size=None, show_progress=False)
+    z, logits = activations_and_logits(model, sub, "z", positions="last", batch_size=None, show_progress=False)
     return z.float().cpu(), top1_correct(logits, sub).bool().cpu()
 
 

@@ -28,7 +28,7 @@ from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.hooks import HookedModel
 from icl_lens.core.results import Config
-from icl_lens.patching.activations import resid_activations_and_logits
+from icl_lens.patching.activations import activations_and_logits
 from icl_lens.patching.metrics import top1_correct
 from icl_lens.patching.steering import layer_sweep, resid_at_answer
 from icl_lens.prompting.evaluation import next_token_logprobs
@@ -154,8 +154,8 @@ def task_vector(
         if test_icl.queries != test_zs.queries:  # both are drawn from the test split with cfg.seed
             raise RuntimeError("internal error: ICL and zero-shot test prompts hold different queries")
         # one pass over the ICL prompts gives both their states and their answers
-        own, icl_logits = resid_activations_and_logits(
-            model, test_icl, hook="resid_post", batch_size=cfg.batch_size, show_progress=show_progress
+        own, icl_logits = activations_and_logits(
+            model, test_icl, "resid_post", batch_size=cfg.batch_size, show_progress=show_progress
         )
         ceiling = layer_sweep(model, test_zs, show_progress=show_progress, **{**sweep_args, "vectors": own.float()})
         ceiling = ceiling.float().mean(-1)
