@@ -33,6 +33,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check icl_lens tests benchmarks scripts
+	$(VENV)/bin/ruff format --check icl_lens tests benchmarks scripts
 
 # The whole suite includes running every tutorial notebook (small sizes via ICL_LENS_FAST=1).
 test: lint

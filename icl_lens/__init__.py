@@ -8,6 +8,7 @@ hypotheses -> studies; see docs/architecture.md). Everything else is an implemen
 # core: models, the hook contract, results, statistics, errors
 from icl_lens.core.errors import (
     ConfigError as ConfigError,
+    FastPathMismatchError as FastPathMismatchError,
     IclLensError as IclLensError,
     ModelContractError as ModelContractError,
     ModelNotAvailableError as ModelNotAvailableError,
@@ -233,6 +234,7 @@ __all__ = [
     "ClassicExperimentResult",
     "Config",
     "ConfigError",
+    "FastPathMismatchError",
     "FinetuneComparison",
     "FunctionVectorConfig",
     "FunctionVectorResult",

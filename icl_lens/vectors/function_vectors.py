@@ -36,10 +36,12 @@ from torch import Tensor
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.hooks import HookedModel
+from icl_lens.core.options import check_choice
 from icl_lens.core.progress import progress
 from icl_lens.core.results import Config
 from icl_lens.patching.activations import activations_and_logits
 from icl_lens.patching.metrics import top1_correct
+from icl_lens.patching.options import Method, MetricName
 from icl_lens.patching.sweeps import head_sweep
 from icl_lens.prompting.prompts import PromptBatch, build_prompts
 from icl_lens.prompting.tasks import Task, load_task
@@ -78,14 +80,14 @@ class FunctionVectorConfig(Config):
     max_candidates: int = 100
     filter_correct: bool = True
     n_aie_prompts: int = 25
-    metric: str = "prob"
+    metric: MetricName = "prob"
     top_k: int | None = 10
     top_fraction: float | None = None
     split: tuple[float, ...] = DEFAULT_SPLIT
     split_seed: int = 0
     seed: int = 0
     batch_size: int = 25
-    method: str = "auto"
+    method: Method = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "split", check_split_fractions(self.split))
@@ -104,8 +106,8 @@ class FunctionVectorConfig(Config):
             raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
         if self.top_fraction is not None and not 0 < self.top_fraction <= 1:
             raise ConfigError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
-        if self.method not in ("auto", "fast", "plain"):
-            raise ConfigError(f"method must be 'auto', 'fast' or 'plain', got {self.method!r}")
+        check_choice(self.method, Method, "method")
+        check_choice(self.metric, MetricName, "metric")
 
     def n_heads_for(self, n_total_heads: int) -> int:
         """How many heads the vector sums, for a model with ``n_total_heads`` heads."""

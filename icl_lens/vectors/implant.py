@@ -37,6 +37,7 @@ from icl_lens.core.options import check_choice
 from icl_lens.core.progress import progress
 from icl_lens.core.results import Config
 from icl_lens.patching.metrics import top1_correct
+from icl_lens.patching.options import Method
 from icl_lens.patching.steering import baseline_and_implanted_logprobs, implant, implanted_logprobs, layer_sweep
 from icl_lens.prompting.encoding import encode_texts
 from icl_lens.prompting.evaluation import next_token_logprobs
@@ -102,7 +103,7 @@ class ImplantConfig(Config):
     n_generate: int = 5
     seed: int = 0
     batch_size: int = 25
-    method: str = "auto"
+    method: Method = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", check_layer_list(self.layers))
@@ -117,8 +118,7 @@ class ImplantConfig(Config):
             raise ConfigError(
                 f"natural_template must contain {{input}} once and no {{output}}, got {self.natural_template!r}"
             )
-        if self.method not in ("auto", "fast", "plain"):
-            raise ConfigError(f"method must be 'auto', 'fast' or 'plain', got {self.method!r}")
+        check_choice(self.method, Method, "method")
 
 
 # ---------------------------------------------------------------------------------------
@@ -211,7 +211,14 @@ def evaluate_implant(
         layer, choice = _choose_on_dev(model, dev_zs, dev_correct, layers, vectors, operation, cfg), "best on dev"
 
     # 1-2. accuracy and distributions at the chosen layer
-    put = dict(vector=vectors[layer], layer=layer, operation=operation, scale=cfg.scale, batch_size=cfg.batch_size)
+    put = dict(
+        vector=vectors[layer],
+        layer=layer,
+        operation=operation,
+        scale=cfg.scale,
+        batch_size=cfg.batch_size,
+        method=cfg.method,
+    )
     lp: dict[str, Tensor] = {"icl": next_token_logprobs(model, test_icl, batch_size=cfg.batch_size)}
     lp["zero_shot"], lp["zero_shot+vector"] = baseline_and_implanted_logprobs(model, test_zs, **put)
     next(steps, None)

@@ -27,9 +27,11 @@ import torch
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.hooks import HookedModel
+from icl_lens.core.options import check_choice
 from icl_lens.core.results import Config
 from icl_lens.patching.activations import activations_and_logits
 from icl_lens.patching.metrics import top1_correct
+from icl_lens.patching.options import Method
 from icl_lens.patching.steering import layer_sweep, resid_at_answer
 from icl_lens.prompting.evaluation import next_token_logprobs
 from icl_lens.prompting.prompts import build_prompts
@@ -78,7 +80,7 @@ class TaskVectorConfig(Config):
     split_seed: int = 0
     seed: int = 0
     batch_size: int = 25
-    method: str = "auto"
+    method: Method = "auto"
     ceiling: bool = True
 
     def __post_init__(self) -> None:
@@ -89,8 +91,7 @@ class TaskVectorConfig(Config):
             raise ConfigError("n_shots and n_dummy must be >= 1")
         if min(self.n_prompts, self.n_dev, self.n_test, self.batch_size) < 1:
             raise ConfigError("n_prompts, n_dev, n_test and batch_size must be >= 1")
-        if self.method not in ("auto", "fast", "plain"):
-            raise ConfigError(f"method must be 'auto', 'fast' or 'plain', got {self.method!r}")
+        check_choice(self.method, Method, "method")
 
 
 def task_vector(

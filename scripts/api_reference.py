@@ -1,0 +1,69 @@
+"""Write docs/api.md: every public name of ``import icl_lens as il``, grouped by layer.
+
+The groups and their order come from ``icl_lens/__init__.py`` (one block per layer, each
+introduced by a ``# <layer>: <what it holds>`` comment), so the reference follows the
+package. Run ``python scripts/api_reference.py`` after changing the public surface;
+``tests/test_docs.py`` fails while a public name is missing from docs/api.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+INTRO = """# API reference
+
+Everything public is exported by `icl_lens` (`import icl_lens as il`), grouped below by
+layer, bottom to top (see [the architecture](architecture.md)). Each entry is built from
+the docstring of the module that defines it. The concept pages explain the measurements;
+the [errors](errors/index.md) pages say what to do about each error.
+"""
+
+
+def layers() -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """``(layer, description, [(module, name), ...])`` in the order of ``icl_lens/__init__.py``."""
+    source = (ROOT / "icl_lens" / "__init__.py").read_text()
+    lines = source.splitlines()
+    out: list[tuple[str, str, list[tuple[str, str]]]] = []
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.ImportFrom) or not node.module:
+            continue
+        above = lines[node.lineno - 2] if node.lineno >= 2 else ""
+        match = re.match(r"#\s*([a-z]+):\s*(.+)", above)
+        if match:
+            out.append((match.group(1), match.group(2), []))
+        if not out:
+            continue
+        for alias in node.names:
+            if alias.name != "__version__":
+                out[-1][2].append((node.module, alias.name))
+    return out
+
+
+MODULES = (
+    ("icl_lens.core.hooks", "The model contract: hook names, shapes under grouped-query attention, per-head W_O"),
+    ("icl_lens.core.stats", "Intervals, paired tests and verdicts behind every reported number"),
+    ("icl_lens.core.options", "Option strings as Literal types"),
+)
+"""Modules whose helpers users extend the package with (custom metrics, hooks, analyses)."""
+
+
+def render() -> str:
+    parts = [INTRO]
+    for layer, what, names in layers():
+        parts.append(f"\n## {layer}\n\n{what[0].upper() + what[1:]}.\n")
+        for module, name in names:
+            parts.append(f"\n::: {module}.{name}\n    options:\n      heading_level: 3\n")
+    parts.append("\n## Modules for extending icl_lens\n")
+    for module, what in MODULES:
+        parts.append(
+            f"\n### {what}\n\n::: {module}\n    options:\n      heading_level: 4\n      show_root_heading: false\n"
+        )
+    return "".join(parts)
+
+
+if __name__ == "__main__":
+    (ROOT / "docs" / "api.md").write_text(render())
