@@ -13,8 +13,10 @@ deterministic given a seed, bootstrap included:
 * :func:`ratio_interval`: a paired bootstrap interval on ``mean(a) / mean(b)`` (how much
   of ICL a vector recovers).
 * :func:`mean_and_se`: a mean over prompts with its standard error.
+* :func:`rate_interval`, :func:`above_chance`: an interval from a rate and a count, and an
+  exact one-sided binomial test against chance.
 * :func:`verdict`: a sentence that states a difference only when its interval excludes
-  zero, and says "inconclusive with n = ..." otherwise.
+  zero and the test agrees, and says "inconclusive with n = ..." otherwise.
 """
 
 from __future__ import annotations
@@ -117,8 +119,14 @@ class PairedComparison:
 
     @property
     def significant(self) -> bool:
-        """The interval on the difference excludes zero."""
-        return self.ci_low > 0 or self.ci_high < 0
+        """The data can tell: the interval on the difference excludes zero *and* the test
+        rejects at the interval's level.
+
+        Both are asked because a percentile bootstrap is optimistic with a handful of
+        discordant pairs (4 vs 0 of 50 gives an interval above zero while the exact
+        McNemar p is 0.125); a claim stands only where neither disagrees.
+        """
+        return (self.ci_low > 0 or self.ci_high < 0) and self.p_value < 1 - self.confidence
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -265,6 +273,28 @@ def ratio_interval(
     return point, float(low), float(high)
 
 
+def rate_interval(rate: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson interval of an accuracy known only as a rate over ``n`` queries (``rate * n`` rounded)."""
+    if n <= 0 or not math.isfinite(rate):
+        return float("nan"), float("nan")
+    return proportion_interval(round(rate * n), n, confidence)
+
+
+def above_chance(successes: int, n: int, chance: float) -> float:
+    """One-sided exact binomial p-value that accuracy ``successes / n`` exceeds ``chance``."""
+    from scipy.stats import binomtest
+
+    if n == 0:
+        return float("nan")
+    return float(binomtest(int(successes), int(n), float(chance), alternative="greater").pvalue)
+
+
+def error_bars(values: Any, low: Any, high: Any) -> np.ndarray:
+    """``yerr`` for matplotlib (``[2, n]``: distance down to ``low`` and up to ``high``; NaN draws none)."""
+    v, lo, hi = (np.asarray(x, dtype=float).reshape(-1) for x in (values, low, high))
+    return np.nan_to_num(np.stack([v - lo, hi - v]).clip(min=0), nan=0.0)
+
+
 # ---------------------------------------------------------------------------------------
 # words
 # ---------------------------------------------------------------------------------------
@@ -278,6 +308,19 @@ def pct_ci(value: float, low: float, high: float) -> str:
     return f"{pct(value)} [{pct(low)}, {pct(high)}]"
 
 
+def accuracy_ci(rate: float, n: int) -> str:
+    """An accuracy over ``n`` queries with its Wilson interval: ``"22% [13%, 35%]"``."""
+    return pct_ci(rate, *rate_interval(rate, n))
+
+
+def recovery_text(ratio: tuple[float, float, float], of: str) -> str:
+    """``"it recovers 45% [30%, 61%] of ICL"`` (or why there is nothing to recover)."""
+    value, low, high = ratio
+    if not math.isfinite(value):
+        return f"nothing to recover: {of} is 0%"
+    return f"it recovers {pct_ci(value, low, high)} of {of}"
+
+
 def format_p(p: float) -> str:
     """``"p < 0.001"`` or ``"p = 0.03"``."""
     if not math.isfinite(p):
@@ -285,19 +328,46 @@ def format_p(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.2g}"
 
 
-def verdict(comparison: PairedComparison, *, rise: str = "raises", fall: str = "lowers", what: str = "") -> str:
-    """One sentence that claims a change only when the interval on it excludes zero.
+def _value(c: PairedComparison, x: float) -> str:
+    if c.test == "mcnemar-exact":  # accuracies: each with its Wilson interval
+        return accuracy_ci(x, c.n)
+    return f"{x:.3g}"
 
-    ``"the function vector raises zero-shot accuracy from 0% to 22% [diff +22%, 95% CI
-    +14% to +32%], McNemar p < 0.001"``; otherwise ``"... inconclusive with n = 30"``.
+
+def _signed(c: PairedComparison, x: float) -> str:
+    return f"{100 * x:+.0f}%" if c.test == "mcnemar-exact" else f"{x:+.3g}"
+
+
+def change_text(c: PairedComparison, with_n: bool = True) -> str:
+    """``"from 0% [0%, 7%] to 22% [13%, 35%] (difference +22% [+12%, +34%], McNemar p < 0.001, n = 50)"``."""
+    test = "McNemar" if c.test == "mcnemar-exact" else "permutation test"
+    n = f", n = {c.n}" if with_n else ""
+    return (
+        f"from {_value(c, c.mean_b)} to {_value(c, c.mean_a)} (difference {_signed(c, c.difference)} "
+        f"[{_signed(c, c.ci_low)}, {_signed(c, c.ci_high)}], {test} {format_p(c.p_value)}{n})"
+    )
+
+
+def verdict(
+    comparison: PairedComparison,
+    *,
+    subject: str | None = None,
+    what: str = "",
+    rise: str = "raises",
+    fall: str = "lowers",
+) -> str:
+    """One sentence that claims a change only when the data can tell (:attr:`PairedComparison.significant`).
+
+    ``verdict(c, subject="the function vector", what="zero-shot accuracy")`` gives
+    ``"the function vector raises zero-shot accuracy from 0% [0%, 7%] to 22% [13%, 35%]
+    (difference +22% [+12%, +34%], McNemar p < 0.001, n = 50)"``, or, when the interval
+    on the difference holds zero, ``"the function vector: inconclusive with n = 50,
+    zero-shot accuracy from 0% ... to 4% ... (difference ..., McNemar p = 0.5)"``.
+    Accuracies carry their Wilson interval, the difference its paired bootstrap interval.
     """
     c = comparison
-    test = "McNemar" if c.test == "mcnemar-exact" else "permutation test"
-    change = (
-        f"from {pct(c.mean_b)} to {pct(c.mean_a)} (difference {c.difference:+.0%}, "
-        f"{c.confidence:.0%} CI {c.ci_low:+.0%} to {c.ci_high:+.0%}; {test} {format_p(c.p_value)}; n = {c.n})"
-    )
-    subject = f"{c.a} vs {c.b}" + (f" ({what})" if what else "")
+    who = subject if subject is not None else f"{c.a} vs {c.b}"
+    thing = f"{what} " if what else ""
     if not c.significant:
-        return f"{subject}: inconclusive with n = {c.n}: {change}"
-    return f"{subject}: {rise if c.difference > 0 else fall} {change}"
+        return f"{who}: inconclusive with n = {c.n}, {thing}{change_text(c, with_n=False)}"
+    return f"{who} {rise if c.difference > 0 else fall} {thing}{change_text(c)}"

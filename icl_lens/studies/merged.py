@@ -16,6 +16,7 @@ import torch
 
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.results import Result, results_equal
+from icl_lens.core.stats import PairedComparison
 from icl_lens.studies.tables import InductionVsFvResult, StudyAccuracyResult, VectorTableResult
 from icl_lens.studies.units import Unit
 from icl_lens.studies.universal import UNIVERSAL_KIND, heads_label, universal_heads
@@ -23,6 +24,8 @@ from icl_lens.studies.universal_result import ACCURACIES, UniversalFvResult
 
 if TYPE_CHECKING:
     from icl_lens.studies.study import Study
+    from icl_lens.vectors.implant_result import ImplantResult
+    from icl_lens.vectors.task_vector_result import TaskVectorResult
 
 _IMPLANT = {"zero_shot": "zero_shot", "zs_fv": "zero_shot+vector", "icl": "icl"}
 _IMPLANT.update({"shuffled": "shuffled", "shuffled_fv": "shuffled+vector"})
@@ -215,6 +218,7 @@ def _vectors(
     fv_label, implant_label = _vector_labels(study)
     fvs, implants = _by(finished, "function_vector", fv_label), _by(finished, "fv_implant", implant_label)
     tvs = _by(finished, "task_vector")
+    stage2 = _by(finished, UNIVERSAL_KIND)
     keys = sorted(set(implants) | set(tvs), key=lambda k: (k[0], k[2], list(study.tasks).index(k[1])))
     if not keys:
         return None
@@ -225,24 +229,22 @@ def _vectors(
         ev = implants.get((model, task, seed))
         if ev is not None:
             row.update({c: ev.acc(cond) for c, cond in _IMPLANT.items()})  # type: ignore[attr-defined]
-            row.update(n_fv=int(ev.n_test), fv_layer=int(ev.layer))  # type: ignore[attr-defined]
+            row.update(n_fv=int(ev.n_test), fv_layer=int(ev.layer), fv_folds=int(ev.n_folds))  # type: ignore[attr-defined]
             row["kl_zs"] = float(ev.kl_to_icl[0].mean())  # type: ignore[attr-defined]
             row["kl_fv"] = float(ev.kl_to_icl[1].mean())  # type: ignore[attr-defined]
+            row.update(_implant_tests(ev))  # type: ignore[arg-type]
         fv = fvs.get((model, task, seed))
         if fv is not None:
             row["fv_heads"] = heads_label(fv.heads, 5)  # type: ignore[attr-defined]
         u = by_model.get((model, seed))
         row["zs_universal"] = u.acc(task, "zs_universal") if u is not None and task in u.tasks else math.nan
+        uni = stage2.get((model, task, seed))
+        if uni is not None and u is not None and task in u.tasks:
+            row.update(_test_cells("universal", uni.comparison("zero_shot+vector", "zero_shot")))  # type: ignore[attr-defined]
         tv = tvs.get((model, task, seed))
         if tv is not None:
             i = tv.layers.index(tv.best_layer)  # type: ignore[attr-defined]
-            row.update(
-                icl5=float(tv.icl_accuracy),  # type: ignore[attr-defined]
-                tv_zero_shot=float(tv.zero_shot_accuracy),  # type: ignore[attr-defined]
-                tv=float(tv.test_accuracy[i]),  # type: ignore[attr-defined]
-                tv_layer=int(tv.best_layer),  # type: ignore[attr-defined]
-                n_tv=int(tv.n_test),  # type: ignore[attr-defined]
-            )
+            row.update(_task_vector_cells(tv))  # type: ignore[arg-type]
             ceiling = tv.ceiling_accuracy  # type: ignore[attr-defined]
             if ceiling is not None:
                 row["own_state"] = float(ceiling[i])
@@ -250,6 +252,47 @@ def _vectors(
                 row["half_from"] = int(half[0]) if half else None
         rows.append(row)
     return VectorTableResult(rows=tuple(rows))
+
+
+def _implant_tests(ev: ImplantResult) -> dict[str, Any]:
+    """The implant's paired tests and its recovery of ICL, as table cells."""
+    out: dict[str, Any] = {}
+    for key, (a, b) in (("icl", ("icl", "zero_shot")), ("fv", ("zero_shot+vector", "zero_shot"))):
+        out.update(_test_cells(key, ev.comparison(a, b)))
+    out.update(_test_cells("shuffled_fv", ev.comparison("shuffled+vector", "shuffled")))
+    out.update(_test_cells("fv_icl", ev.comparison("zero_shot+vector", "icl")))
+    out["fv_recovery"], out["fv_recovery_ci_low"], out["fv_recovery_ci_high"] = ev.recovery()
+    return out
+
+
+def _task_vector_cells(tv: TaskVectorResult) -> dict[str, Any]:
+    """Accuracies, tests and the recovered share of ICL of a task vector, as table cells."""
+    out: dict[str, Any] = dict(
+        icl5=tv.icl_accuracy,
+        tv_zero_shot=tv.zero_shot_accuracy,
+        tv=tv.accuracy,  # each fold's queries at that fold's dev-chosen layer
+        tv_layer=int(tv.best_layer),
+        tv_fold_layers=" ".join(map(str, tv.fold_layers)),
+        n_tv=tv.n_test,
+        tv_folds=max(1, len(tv.folds)),
+    )
+    out.update(_test_cells("tv", tv.vs_zero_shot))
+    out.update(_test_cells("tv_icl", tv.vs_icl))
+    out["tv_recovery"], out["tv_recovery_ci_low"], out["tv_recovery_ci_high"] = tv.recovery()
+    return out
+
+
+def _test_cells(key: str, c: PairedComparison) -> dict[str, Any]:
+    """``<key>_p`` (McNemar), ``<key>_diff`` with its interval, ``<key>_sign``: +1 / -1 where the
+    data tell a difference (interval and test agree), 0 where they do not."""
+    sign = 0 if not c.significant else (1 if c.difference > 0 else -1)
+    return {
+        f"{key}_p": c.p_value,
+        f"{key}_diff": c.difference,
+        f"{key}_diff_ci_low": c.ci_low,
+        f"{key}_diff_ci_high": c.ci_high,
+        f"{key}_sign": sign,
+    }
 
 
 def _universal(study: Study, finished: list[tuple[Unit, Result]], notes: list[str]) -> list[UniversalFvResult]:

@@ -93,7 +93,13 @@ class VectorTableResult(Result):
     ``zs_fv`` (zero-shot + the task's own FV), ``shuffled``, ``shuffled_fv``,
     ``zs_universal`` (zero-shot + the FV rebuilt from the universal heads), all on the
     implant evaluation's ``n_fv`` test queries; ``icl5``, ``tv_zero_shot``, ``tv`` (the
-    task vector at its dev-chosen layer) on ``n_tv`` test queries; layers, top heads, KL.
+    task vector at its dev-chosen layer) on ``n_tv`` test queries (cross-validated where
+    ``fv_folds`` / ``tv_folds`` > 1); layers, top heads, KL. Paired tests on the same
+    queries: ``<key>_p`` (exact McNemar), ``<key>_diff`` with its bootstrap interval and
+    ``<key>_sign`` (+1/-1 where interval and test agree on a difference, else 0) for ``icl``
+    (ICL vs zero-shot), ``fv``, ``shuffled_fv``, ``universal`` (each vector vs its
+    no-vector condition), ``fv_icl``, ``tv`` (vs zero-shot) and ``tv_icl``; the recovered
+    share of ICL ``fv_recovery`` / ``tv_recovery`` with bootstrap intervals.
     """
 
     title: ClassVar[str] = "Function and task vectors across tasks"
@@ -110,51 +116,74 @@ class VectorTableResult(Result):
             out.append(with_intervals(row, TV_ACCURACIES, "n_tv"))
         return pd.DataFrame(out)
 
+    def _works(self, row: dict[str, Any]) -> bool:
+        """ICL reaches ``icl_works`` and beats zero-shot on the same queries (McNemar, 95%)."""
+        icl = row.get("icl")
+        if icl is None or (isinstance(icl, float) and math.isnan(icl)) or icl < self.icl_works:
+            return False
+        return row.get("icl_sign", 1) == 1
+
     def works(self) -> Any:
-        """Rows of tasks where ICL (the FV template) reaches ``icl_works``."""
+        """Rows of tasks where ICL works (see the ✓ column of :meth:`to_markdown`)."""
         df = self.to_dataframe()
-        return df[df["icl"] >= self.icl_works] if "icl" in df else df.iloc[0:0]
+        if "icl" not in df:
+            return df.iloc[0:0]
+        return df[[self._works(r) for r in df.to_dict("records")]]
 
     def summary(self) -> str:
         df = self.to_dataframe()
         works = self.works()
-        text = f"{df.task.nunique()} tasks x {df.model.nunique()} model(s); ICL reaches {self.icl_works:.0%} on {len(works)} rows"
-        if len(works) and "zs_fv" in works:
-            text += (
-                f"; zero-shot + FV {pct(works.zs_fv.mean())} vs zero-shot {pct(works.zero_shot.mean())} "
-                f"and ICL {pct(works.icl.mean())} (means over those rows)"
-            )
-        if len(works) and "tv" in works and "icl5" in works:
-            text += f"; task vector {pct(works.tv.mean())} vs 5-shot ICL {pct(works.icl5.mean())}"
-        return text
+        text = (
+            f"{df.task.nunique()} tasks x {df.model.nunique()} model(s); ICL reaches {self.icl_works:.0%} and beats "
+            f"zero-shot (McNemar, 95%) on {len(works)} rows"
+        )
+        for key, what in (
+            ("fv_sign", "the function vector raises zero-shot accuracy"),
+            ("shuffled_fv_sign", "it raises shuffled-label accuracy"),
+            ("tv_sign", "the task vector raises zero-shot accuracy"),
+        ):
+            if len(works) and key in works:
+                text += f"; {what} on {int((works[key] == 1).sum())} of them"
+        if len(works) and "tv_icl_sign" in works:
+            text += f", and stays below ICL on {int((works.tv_icl_sign == -1).sum())}"
+        return text + " (each claim: interval on the difference and exact McNemar test agree, 95%)"
 
     def to_markdown(self, full: bool = False) -> str:
-        """The table of docs/vectors.md: accuracies in % with their 95% intervals; ``full``
-        adds the KL divergences, top FV heads, and each query's own ICL state at the TV layer."""
+        """The table of docs/vectors.md: accuracies in % with their 95% Wilson intervals, in bold
+        where they differ from the same queries without the vector (interval and McNemar agree);
+        the recovered share of ICL with its bootstrap interval. ``full`` adds the KL divergences,
+        top FV heads, and each query's own ICL state at the TV layer."""
         df = self.to_dataframe()
         cols = [
-            ("ICL", "icl"),
-            ("zero-shot", "zero_shot"),
-            ("zero-shot + FV", "zs_fv"),
-            ("zero-shot + universal FV", "zs_universal"),
-            ("shuffled", "shuffled"),
-            ("shuffled + FV", "shuffled_fv"),
-            ("ICL 5-shot (`x -> y`)", "icl5"),
-            ("zero-shot + TV", "tv"),
+            ("ICL", "icl", None),
+            ("zero-shot", "zero_shot", None),
+            ("zero-shot + FV", "zs_fv", "fv_sign"),
+            ("zero-shot + universal FV", "zs_universal", "universal_sign"),
+            ("shuffled", "shuffled", None),
+            ("shuffled + FV", "shuffled_fv", "shuffled_fv_sign"),
+            ("FV / ICL", "fv_recovery", None),
+            ("ICL 5-shot (`x -> y`)", "icl5", None),
+            ("zero-shot (`x -> y`)", "tv_zero_shot", None),
+            ("zero-shot + TV", "tv", "tv_sign"),
+            ("TV / ICL", "tv_recovery", None),
         ]
-        cols = [(name, c) for name, c in cols if c in df and df[c].notna().any()]
+        cols = [(name, c, sig) for name, c, sig in cols if c in df and df[c].notna().any()]
         multi = df.model.nunique() > 1
         extra = [("KL(ICL||zs)", "kl_zs"), ("KL(ICL||zs+FV)", "kl_fv"), ("top FV heads", "fv_heads")]
         extra += [("own state at TV layer", "own_state"), ("half from", "half_from")]
         extra = [(n, c) for n, c in extra if full and c in df]
-        head = (["model"] if multi else []) + ["task", "ICL works"] + [n for n, _ in cols] + ["FV layer", "TV layer"]
+        head = (["model"] if multi else []) + ["task", "ICL works"] + [n for n, _, _ in cols]
+        head += ["test queries (FV / TV)", "FV layer", "TV layer"]
         head += [n.replace("|", "\\|") for n, _ in extra]
         lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
         for r in df.to_dict("records"):
             cells = ([str(r["model"])] if multi else []) + [str(r["task"])]
-            cells.append("\u2713" if r.get("icl", 0) >= self.icl_works else "")
-            cells += [pct_with_interval(r, c) for _, c in cols]
-            cells += [_plain(r.get("fv_layer")), _plain(r.get("tv_layer"))]
+            cells.append("\u2713" if self._works(r) else "")
+            for _, c, sig in cols:
+                text = _ratio_cell(r, c) if c.endswith("recovery") else pct_with_interval(r, c)
+                cells.append(f"**{text}**" if sig is not None and r.get(sig) == 1 else text)
+            cells.append(f"{_queries(r, 'n_fv', 'fv_folds')} / {_queries(r, 'n_tv', 'tv_folds')}")
+            cells += [_plain(r.get("fv_layer")), _plain(r.get("tv_fold_layers", r.get("tv_layer")))]
             cells += [_cell(c, r.get(c)) for _, c in extra]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
@@ -172,6 +201,21 @@ class VectorTableResult(Result):
         ax.set_ylabel("top-1 accuracy (95% CI)")
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize="small")
+
+
+def _ratio_cell(row: dict[str, Any], column: str) -> str:
+    value = row.get(column)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    low, high = row.get(f"{column}_ci_low", math.nan), row.get(f"{column}_ci_high", math.nan)
+    return f"{100 * value:.0f}% [{100 * low:.0f}, {100 * high:.0f}]"
+
+
+def _queries(row: dict[str, Any], n_key: str, folds_key: str) -> str:
+    n, folds = row.get(n_key), row.get(folds_key)
+    if n is None or (isinstance(n, float) and math.isnan(n)):
+        return "-"
+    return f"{int(n)}" + (f" ({int(folds)}-fold CV)" if folds is not None and folds == folds and folds > 1 else "")
 
 
 def _cell(column: str, value: Any) -> str:

@@ -6,14 +6,18 @@
   default mode, so it is refused elsewhere (:class:`VectorMismatchError`).
 * The task split: demonstrations come from the train part, layers are chosen on the dev
   part, and accuracy is reported on the test part, so no reported query was used to build
-  or choose anything.
-* The checks every vector analysis runs first (:func:`split_for_vectors`,
+  or choose anything. A task too small for :data:`MIN_TEST_QUERIES` held-out test
+  queries is cross-validated instead (:func:`fold_parts`): ``k`` folds, each the test part
+  once, its train and dev parts drawn from the other folds, so every pair is a test query
+  exactly once and never helped build or choose what it is tested on.
+* The checks every vector analysis runs first (:func:`plan_folds`,
   :func:`layers_to_try`), and the KL divergence between next-token distributions.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Sequence
 from typing import Literal
 
@@ -30,6 +34,15 @@ from icl_lens.prompting.templates import Template
 
 DEFAULT_SPLIT: tuple[float, float, float] = (0.6, 0.2, 0.2)
 """Fractions of a task's pairs used for (demonstrations and extraction, dev, test)."""
+
+MIN_TEST_QUERIES = 50
+"""Fewest held-out test queries ``cv_folds="auto"`` accepts before it cross-validates."""
+
+AUTO_FOLDS = 5
+"""Folds of the cross-validation ``cv_folds="auto"`` chooses."""
+
+CvFolds = Literal["auto"]
+"""``cv_folds="auto"``: cross-validate when the held-out test part is under :data:`MIN_TEST_QUERIES`."""
 
 ModelMode = Literal["compatibility", "hooked_transformer", "default"]
 """The coordinate system of a model's activations (see :func:`model_mode`)."""
@@ -69,6 +82,24 @@ class VectorOrigin:
     n_test: int
     task_data: Task | None = None
     """The task itself (pairs included), so a saved vector says exactly what it was read from."""
+    cv_folds: int = 1
+    """1: one held-out train/dev/test split; ``k >= 2``: ``k``-fold cross-validation (:func:`fold_parts`)."""
+    fold: int | None = 0
+    """The fold whose train part built this vector (its test part is what it may be tested on);
+    ``None`` for the average over every fold of a cross-validated task, which has seen every pair."""
+
+    @property
+    def cross_validated(self) -> bool:
+        return self.cv_folds > 1
+
+    def parts(self, task: Task) -> list[tuple[Task, Task, Task]]:
+        """``(train, dev, test)`` of every fold this vector answers for, on ``task``.
+
+        A held-out vector or one fold's vector: its one fold; the average of a
+        cross-validated task: every fold (evaluate each with that fold's own vector).
+        """
+        parts = fold_parts(task, self.split, self.split_seed, self.cv_folds)
+        return parts if self.fold is None else [parts[self.fold]]
 
     def check_model(self, model: HookedModel, what: str = "this vector") -> None:
         """Raise :class:`VectorMismatchError` unless ``model`` is the model of this vector."""
@@ -117,6 +148,67 @@ def split_task(task: Task, fractions: Sequence[float], seed: int) -> tuple[Task,
     return train, dev, test
 
 
+def check_cv_folds(value: int | str) -> int | str:
+    """A config's ``cv_folds``: ``"auto"``, 1 (held-out split) or ``k >= 2`` folds."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"cv_folds must be 'auto', 1 (one held-out split) or a number of folds >= 2, got {value!r}")
+    return int(value)
+
+
+def held_out_test_size(n_pairs: int, fractions: Sequence[float]) -> int:
+    """Pairs in the test part of :meth:`Task.split` with ``fractions`` (same rounding)."""
+    return n_pairs - round(sum(fractions[:-1]) * n_pairs)
+
+
+def resolve_folds(task: Task, fractions: Sequence[float], cv_folds: int | str) -> int:
+    """Folds to use on ``task``: ``cv_folds``, or for ``"auto"`` 1 when the held-out test part
+    has at least :data:`MIN_TEST_QUERIES` pairs and :data:`AUTO_FOLDS` otherwise."""
+    if cv_folds != "auto":
+        k = int(cv_folds)
+        if k > len(task):
+            raise ConfigError(f"cv_folds={k} but task {task.name!r} has only {len(task)} pairs")
+        return k
+    if held_out_test_size(len(task), fractions) >= MIN_TEST_QUERIES:
+        return 1
+    return min(AUTO_FOLDS, len(task))
+
+
+def fold_parts(task: Task, fractions: Sequence[float], seed: int, n_folds: int) -> list[tuple[Task, Task, Task]]:
+    """``(train, dev, test)`` of each fold.
+
+    ``n_folds == 1``: the one seeded held-out split ``task.split(fractions, seed)``.
+    Otherwise the pairs are shuffled (seeded) into ``n_folds`` folds of near-equal size;
+    fold ``i``'s test part is fold ``i``, and the other pairs are split into train and dev
+    in the proportion ``fractions[0] : fractions[1]``. Every pair is a test query of
+    exactly one fold.
+    """
+    if n_folds == 1:
+        return [split_task(task, fractions, seed)]
+    if n_folds > len(task):
+        raise ConfigError(f"{n_folds} folds need at least {n_folds} pairs; task {task.name!r} has {len(task)}")
+    order = list(range(len(task)))
+    random.Random(f"{seed}:folds").shuffle(order)
+    inner = (fractions[0] / (fractions[0] + fractions[1]), fractions[1] / (fractions[0] + fractions[1]))
+    out = []
+    for f in range(n_folds):
+        held = set(order[f::n_folds])
+        test = dataclasses.replace(
+            task, name=f"{task.name}[fold {f}: test]", pairs=tuple(p for i, p in enumerate(task.pairs) if i in held)
+        )
+        rest = dataclasses.replace(task, pairs=tuple(p for i, p in enumerate(task.pairs) if i not in held))
+        train, dev = rest.split(inner, seed=seed + f)
+        out.append(
+            (
+                dataclasses.replace(train, name=f"{task.name}[fold {f}: train]"),
+                dataclasses.replace(dev, name=f"{task.name}[fold {f}: dev]"),
+                test,
+            )
+        )
+    return out
+
+
 def check_split_fractions(fractions: Sequence[float]) -> tuple[float, ...]:
     fr = tuple(float(f) for f in fractions)
     if len(fr) != 3 or any(f <= 0 for f in fr) or abs(sum(fr) - 1) > 1e-6:
@@ -134,7 +226,17 @@ def check_train_size(task: Task, train: Task, n_shots: int, extra: int, what: st
         )
 
 
-def split_for_vectors(
+@dataclasses.dataclass(frozen=True)
+class Fold:
+    """One fold of a vector analysis: its task parts and the origin its vector will carry."""
+
+    train: Task
+    dev: Task
+    test: Task
+    origin: VectorOrigin
+
+
+def plan_folds(
     model: HookedModel,
     task: Task,
     template: Template,
@@ -142,31 +244,54 @@ def split_for_vectors(
     split: Sequence[float],
     split_seed: int,
     seed: int,
+    cv_folds: int | str,
     *,
     extra: int,
     what: str,
-) -> tuple[tuple[Task, Task, Task], VectorOrigin]:
-    """The task's ``(train, dev, test)`` parts and the vector's origin, once the train part is big enough."""
-    parts = split_task(task, split, split_seed)
-    check_train_size(task, parts[0], n_shots, extra, what)
+) -> list[Fold]:
+    """The folds a vector analysis runs (one for a held-out split), each with a big enough train part."""
+    n_folds = resolve_folds(task, split, cv_folds)
     s = hooks.spec(model)
-    origin = VectorOrigin(
-        model=model_name(model),
-        mode=model_mode(model),
-        n_layers=s.n_layers,
-        d_model=s.d_model,
-        task=task.name,
-        template=template,
-        n_shots=int(n_shots),
-        split=tuple(float(f) for f in split),
-        split_seed=int(split_seed),
-        seed=int(seed),
-        n_train=len(parts[0]),
-        n_dev=len(parts[1]),
-        n_test=len(parts[2]),
-        task_data=task,
+    folds = []
+    for f, (train, dev, test) in enumerate(fold_parts(task, split, split_seed, n_folds)):
+        check_train_size(task, train, n_shots, extra, what)
+        origin = VectorOrigin(
+            model=model_name(model),
+            mode=model_mode(model),
+            n_layers=s.n_layers,
+            d_model=s.d_model,
+            task=task.name,
+            template=template,
+            n_shots=int(n_shots),
+            split=tuple(float(x) for x in split),
+            split_seed=int(split_seed),
+            seed=int(seed),
+            n_train=len(train),
+            n_dev=len(dev),
+            n_test=len(test),
+            task_data=task,
+            cv_folds=n_folds,
+            fold=f,
+        )
+        folds.append(Fold(train, dev, test, origin))
+    return folds
+
+
+def pooled_origin(folds: Sequence[VectorOrigin]) -> VectorOrigin:
+    """The origin of the average over every fold: all pairs tested (``n_test``), the smallest
+    fold's train and dev sizes, no single fold (``fold=None``)."""
+    return dataclasses.replace(
+        folds[0],
+        n_train=min(o.n_train for o in folds),
+        n_dev=min(o.n_dev for o in folds),
+        n_test=sum(o.n_test for o in folds),
+        fold=None,
     )
-    return parts, origin
+
+
+def most_common(values: Sequence[int]) -> int:
+    """The value most folds chose (ties: the smallest)."""
+    return min(set(values), key=lambda v: (-list(values).count(v), v))
 
 
 def check_layer_list(layers: Sequence[int] | None) -> tuple[int, ...] | None:

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.results import Result
+from icl_lens.core.stats import accuracy_ci, mean_and_se, rate_interval
 from icl_lens.vectors.common import FromOrigin, VectorOrigin
 
 if TYPE_CHECKING:
@@ -37,8 +38,13 @@ class FunctionVectorResult(FromOrigin, Result):
             evaluation sweeps every layer and chooses on the dev split.
         n_candidates, n_correct, n_mean_used: clean prompts run, answered correctly, averaged.
         filtered: whether ``mean_z`` averages only correctly answered prompts.
-        extraction_accuracy: ICL accuracy on the candidate prompts that were run.
+        extraction_accuracy: ICL accuracy on the candidate prompts that were run
+            (:attr:`extraction_interval` is its 95% Wilson interval).
         bias: how the output bias is handled.
+        folds: on a cross-validated task (``origin.cv_folds > 1``), each fold's own
+            function vector, read from that fold's train part only; the fields above then
+            average the folds (AIE over every fold's prompts, mean activations averaged,
+            heads ranked by the pooled AIE). Empty for a held-out split.
     """
 
     title = "Function vector"
@@ -60,8 +66,19 @@ class FunctionVectorResult(FromOrigin, Result):
     extraction_accuracy: float
     sweep_method: str
     bias: str = BIAS_NOTE
+    folds: tuple[FunctionVectorResult, ...] = ()
 
     kind = "function"
+
+    @property
+    def extraction_interval(self) -> tuple[float, float]:
+        """95% Wilson interval of :attr:`extraction_accuracy` over the ``n_candidates`` prompts."""
+        return rate_interval(self.extraction_accuracy, self.n_candidates)
+
+    @property
+    def aie_se(self) -> Float[Tensor, "n_layers n_heads"]:
+        """Standard error of each head's AIE over the shuffled-label prompts."""
+        return mean_and_se(self.aie_per_prompt)[1]
 
     @property
     def layer(self) -> int:
@@ -78,7 +95,10 @@ class FunctionVectorResult(FromOrigin, Result):
         if not chosen:
             raise ConfigError("a function vector needs at least one head")
         vec = torch.stack([self.head_outputs[l, h] for l, h in chosen]).sum(0)
-        return dataclasses.replace(self, heads=tuple(chosen), vector=vec)
+        # A number of heads is taken from each fold's own ranking: a fold never picks its
+        # heads by an AIE that other folds (its test queries among them) measured.
+        folds = tuple(f.with_heads(heads) for f in self.folds)
+        return dataclasses.replace(self, heads=tuple(chosen), vector=vec, folds=folds)
 
     def top(self, k: int = 10) -> Any:
         """The ``k`` heads with the highest AIE as a DataFrame."""
@@ -88,6 +108,8 @@ class FunctionVectorResult(FromOrigin, Result):
         import pandas as pd
 
         chosen = set(self.heads)
+        se = self.aie_se
+        n = int(self.aie_per_prompt.shape[-1])
         rows = []
         for rank, (l, h) in enumerate(self.ranking()):
             rows.append(
@@ -96,7 +118,8 @@ class FunctionVectorResult(FromOrigin, Result):
                     layer=l,
                     head=h,
                     aie=float(self.aie[l, h]),
-                    aie_std=float(self.aie_per_prompt[l, h].std()) if self.aie_per_prompt.shape[-1] > 1 else 0.0,
+                    aie_se=float(se[l, h]),
+                    n_prompts=n,
                     in_vector=(l, h) in chosen,
                     output_norm=float(self.head_outputs[l, h].norm()),
                 )
@@ -105,11 +128,20 @@ class FunctionVectorResult(FromOrigin, Result):
 
     def summary(self) -> str:
         heads = ", ".join(f"L{l}H{h}" for l, h in self.heads[:5]) + (" ..." if len(self.heads) > 5 else "")
+        l, h = self.heads[0]
+        n = int(self.aie_per_prompt.shape[-1])
+        folds = (
+            f"; cross-validated: {self.origin.cv_folds} folds, one vector each from its own train part"
+            if self.origin.cross_validated and self.origin.fold is None
+            else ""
+        )
         return (
             f"{self.origin.model} / {self.origin.task}: {len(self.heads)} heads ({heads}); "
-            f"max AIE {float(self.aie.max()):+.3f} (baseline {self.config.metric} {float(self.baseline.mean()):.3f}); "
-            f"mean over {self.n_mean_used} prompts ({'correct only' if self.filtered else 'unfiltered'}, "
-            f"ICL accuracy {self.extraction_accuracy:.0%}); |v| = {float(self.vector.norm()):.2f}"
+            f"AIE of L{l}H{h} {float(self.aie[l, h]):+.3f} ± {float(self.aie_se[l, h]):.3f} (s.e. over {n} "
+            f"shuffled prompts; baseline {self.config.metric} {float(self.baseline.mean()):.3f}); "
+            f"mean activations over {self.n_mean_used} prompts ({'correct only' if self.filtered else 'unfiltered'}; "
+            f"ICL accuracy {accuracy_ci(self.extraction_accuracy, self.n_candidates)} on {self.n_candidates}); "
+            f"|v| = {float(self.vector.norm()):.2f}{folds}"
         )
 
     def _plot(self, ax: Any) -> None:

@@ -19,7 +19,11 @@ about the task (SmolLM2 has none; on models with one, adding it k times would be
 
 Prompts: demonstrations and queries for steps 1-2 come from the train part of
 ``task.split(config.split)``; the dev and test parts are left for choosing the layer and
-measuring accuracy (:func:`icl_lens.evaluate_implant`).
+measuring accuracy (:func:`icl_lens.evaluate_implant`). A task too small for 50 held-out
+test queries is cross-validated (``config.cv_folds``): one vector per fold, each from its
+fold's train part, kept in ``result.folds``; the result's own AIE, heads and vector
+average the folds (that average has seen every pair, so ``evaluate_implant`` tests each
+fold's queries with that fold's vector).
 """
 
 from __future__ import annotations
@@ -46,7 +50,15 @@ from icl_lens.patching.sweeps import head_sweep
 from icl_lens.prompting.prompts import PromptBatch, build_prompts
 from icl_lens.prompting.tasks import Task, load_task
 from icl_lens.prompting.templates import get_template
-from icl_lens.vectors.common import DEFAULT_SPLIT, check_split_fractions, split_for_vectors
+from icl_lens.vectors.common import (
+    DEFAULT_SPLIT,
+    CvFolds,
+    Fold,
+    check_cv_folds,
+    check_split_fractions,
+    plan_folds,
+    pooled_origin,
+)
 from icl_lens.vectors.function_vector_result import FunctionVectorResult, rank_heads
 
 
@@ -69,6 +81,8 @@ class FunctionVectorConfig(Config):
         top_k: heads summed into the vector; or give ``top_fraction`` of all heads instead
             (a 30-layer x 9-head model is not GPT-J's 28 x 16).
         split: fractions of the task for (train, dev, test); only train is used here.
+        cv_folds: ``"auto"`` (cross-validate with 5 folds when the test part would hold
+            fewer than 50 queries), 1 (always one held-out split) or a number of folds.
         split_seed, seed: the split, and the prompts (queries, demonstrations, shuffles).
         batch_size: prompts per forward pass (results do not depend on it).
         method: the patching engine's path (``"auto"``, ``"fast"``, ``"plain"``).
@@ -84,6 +98,7 @@ class FunctionVectorConfig(Config):
     top_k: int | None = 10
     top_fraction: float | None = None
     split: tuple[float, ...] = DEFAULT_SPLIT
+    cv_folds: int | CvFolds = "auto"
     split_seed: int = 0
     seed: int = 0
     batch_size: int = 25
@@ -91,6 +106,7 @@ class FunctionVectorConfig(Config):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "split", check_split_fractions(self.split))
+        object.__setattr__(self, "cv_folds", check_cv_folds(self.cv_folds))
         get_template(self.template)
         if self.n_shots < 1:
             raise ConfigError(f"n_shots must be >= 1 (function vectors come from ICL prompts), got {self.n_shots}")
@@ -207,11 +223,19 @@ def function_vector(
     cfg = FunctionVectorConfig.resolve(config, overrides)
     task = load_task(task)
     template = get_template(cfg.template)
-    (train, _, _), origin = split_for_vectors(
-        model, task, template, cfg.n_shots, cfg.split, cfg.split_seed, cfg.seed, extra=1, what="a query"
+    folds = plan_folds(
+        model, task, template, cfg.n_shots, cfg.split, cfg.split_seed, cfg.seed, cfg.cv_folds, extra=1, what="a query"
     )
-    s = hooks.spec(model)
+    results = [_extract(model, fold, cfg, show_progress) for fold in folds]
+    return results[0] if len(results) == 1 else pool_folds(results)
 
+
+def _extract(
+    model: HookedModel, fold: Fold, cfg: FunctionVectorConfig, show_progress: bool | None
+) -> FunctionVectorResult:
+    """The function vector of one fold, from its train part only."""
+    s = hooks.spec(model)
+    template, train = fold.origin.template, fold.train
     candidates = build_prompts(model, train, cfg.n_shots, cfg.max_candidates, cfg.seed, template, kind="clean")
     mean_z, info = mean_activations(
         model,
@@ -242,7 +266,7 @@ def function_vector(
     chosen = ranking[: cfg.n_heads_for(s.n_total_heads)]
     vector = torch.stack([outputs[l, h] for l, h in chosen]).sum(0)
     return FunctionVectorResult(
-        origin=origin,
+        origin=fold.origin,
         config=cfg,
         aie=aie,
         aie_per_prompt=per_prompt,
@@ -254,4 +278,35 @@ def function_vector(
         default_layer=s.n_layers // 3,
         sweep_method=str(getattr(sweep, "method", cfg.method)),
         **info,
+    )
+
+
+def pool_folds(folds: list[FunctionVectorResult]) -> FunctionVectorResult:
+    """The average of per-fold function vectors: AIE over every fold's prompts, mean activations
+    averaged, the heads ranked by the pooled AIE; each fold's own result kept in ``folds``."""
+    first = folds[0]
+    per_prompt = torch.cat([f.aie_per_prompt for f in folds], -1)
+    aie = per_prompt.mean(-1)
+    outputs = torch.stack([f.head_outputs for f in folds]).mean(0)
+    chosen = rank_heads(aie)[: len(first.heads)]
+    n_candidates = sum(f.n_candidates for f in folds)
+    n_correct = sum(f.n_correct for f in folds)
+    return FunctionVectorResult(
+        origin=pooled_origin([f.origin for f in folds]),
+        config=first.config,
+        aie=aie,
+        aie_per_prompt=per_prompt,
+        baseline=torch.cat([f.baseline for f in folds]),
+        mean_z=torch.stack([f.mean_z for f in folds]).mean(0),
+        head_outputs=outputs,
+        heads=tuple(chosen),
+        vector=torch.stack([outputs[l, h] for l, h in chosen]).sum(0),
+        default_layer=first.default_layer,
+        sweep_method=first.sweep_method,
+        n_candidates=n_candidates,
+        n_correct=n_correct,
+        n_mean_used=sum(f.n_mean_used for f in folds),
+        filtered=all(f.filtered for f in folds),
+        extraction_accuracy=n_correct / n_candidates if n_candidates else float("nan"),
+        folds=tuple(folds),
     )

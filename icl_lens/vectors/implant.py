@@ -18,6 +18,11 @@ on held-out test queries of the task:
 
 Splits: the vector's own split (same fractions and seed) is used, so the test queries
 were never seen while extracting the vector; ICL demonstrations come from the train part.
+A vector of a cross-validated task (``vector.folds``) is evaluated fold by fold: each
+fold's test queries with that fold's vector, its layer chosen on that fold's dev part, its
+demonstrations from that fold's train part; every pair of the task is then a test query.
+Accuracies carry Wilson intervals, the conditions are compared pairwise (exact McNemar)
+and the recovered share of ICL has a bootstrap interval (see :class:`ImplantResult`).
 """
 
 from __future__ import annotations
@@ -38,8 +43,7 @@ from icl_lens.core.progress import progress
 from icl_lens.core.results import Config
 from icl_lens.patching.metrics import top1_correct
 from icl_lens.patching.options import Method
-from icl_lens.patching.steering import baseline_and_implanted_logprobs, implant, implanted_logprobs, layer_sweep
-from icl_lens.prompting.encoding import encode_texts
+from icl_lens.patching.steering import baseline_and_implanted_logprobs, implanted_logprobs, layer_sweep
 from icl_lens.prompting.evaluation import next_token_logprobs
 from icl_lens.prompting.prompts import PromptBatch, build_prompts
 from icl_lens.prompting.sampling import PromptKind
@@ -49,14 +53,20 @@ from icl_lens.vectors.common import (
     check_train_size,
     kl_divergence,
     layers_to_try,
+    most_common,
     n_queries,
-    split_task,
 )
 from icl_lens.vectors.function_vector_result import FunctionVectorResult
+from icl_lens.vectors.implant_checks import (
+    Vector,
+    first_fold,
+    natural_text,
+    operation_of,
+    specificity,
+    vectors_by_layer,
+)
 from icl_lens.vectors.implant_result import CONDITIONS, ImplantResult
 from icl_lens.vectors.task_vector_result import TaskVectorResult
-
-Vector = FunctionVectorResult | TaskVectorResult
 
 LayerChoice = Literal["dev", "default"]
 """How :func:`evaluate_implant` picks its layer when not given an index (see ``ImplantConfig.layer``)."""
@@ -75,7 +85,8 @@ class ImplantConfig(Config):
     """Settings of :func:`evaluate_implant`.
 
     Attributes:
-        n_test, n_dev: queries from the test and dev splits (at most the split's size).
+        n_test, n_dev: queries from the test and dev parts (at most the part's size; per
+            fold for a cross-validated vector, whose folds' test parts cover the task).
         layer: where the vector goes: ``"dev"`` (best zero-shot + vector accuracy on dev,
             ties broken by the answer's probability), ``"default"`` (the vector's own layer:
             ``n_layers // 3`` for a function vector as in Todd et al., the dev-chosen layer
@@ -121,21 +132,6 @@ class ImplantConfig(Config):
         check_choice(self.method, Method, "method")
 
 
-# ---------------------------------------------------------------------------------------
-def _label(vector: Vector) -> str:
-    return f"{vector.origin.task} ({vector.kind})"
-
-
-def _operation(vector: Vector) -> str:
-    return "add" if isinstance(vector, FunctionVectorResult) else "replace"
-
-
-def _vectors_by_layer(vector: Vector, n_layers: int) -> Float[Tensor, "n_layers d_model"]:
-    if isinstance(vector, TaskVectorResult):
-        return vector.vectors.float()
-    return vector.vector.float()[None].expand(n_layers, -1)
-
-
 def evaluate_implant(
     model: HookedModel,
     task: Task | str | None,
@@ -168,17 +164,102 @@ def evaluate_implant(
     for v in (vector, *other_vectors):
         v.origin.check_model(model, what=f"the {v.kind} vector of {v.origin.task!r}")
     task = load_task(task if task is not None else (vector.origin.task_data or vector.origin.task))
-    s = hooks.spec(model)
-    origin = vector.origin
-    operation = _operation(vector)
-    template = origin.template
-    n_shots = origin.n_shots
-    train, dev, test = split_task(task, origin.split, origin.split_seed)
-    check_train_size(task, train, n_shots, 1, "a query")
     layers = layers_to_try(model, cfg.layers)
-    vectors = _vectors_by_layer(vector, s.n_layers)
-    steps = progress(range(6), total=6, desc="evaluate_implant", enabled=show_progress)
+    fold_vectors: list[Vector] = list(vector.folds) if vector.folds else [vector]
+    parts = vector.origin.parts(task)
+    if len(parts) != len(fold_vectors):
+        raise ConfigError(
+            f"the {vector.kind} vector has {len(fold_vectors)} fold vector(s) for {len(parts)} folds; "
+            "extract it again with il.function_vector / il.task_vector"
+        )
+    steps = progress(range(len(parts) + 3), total=len(parts) + 3, desc="evaluate_implant", enabled=show_progress)
     next(steps, None)
+    measured = []
+    for v, (train, dev, test) in zip(fold_vectors, parts, strict=True):
+        check_train_size(task, train, v.origin.n_shots, 1, "a query")
+        measured.append(_measure_fold(model, v, train, dev, test, layers, cfg))
+        next(steps, None)
+    layer = most_common([m.layer for m in measured])
+
+    spec_rows, spec_cols, spec, spec_n = specificity(model, task, vector, other_vectors, measured[0].layer, cfg)
+    next(steps, None)
+    v0 = first_fold(vector)
+    nat_prompts, plain, implanted = natural_text(
+        model,
+        parts[0][2],
+        vectors_by_layer(v0, hooks.spec(model).n_layers)[measured[0].layer],
+        measured[0].layer,
+        operation_of(vector),
+        cfg,
+    )
+    next(steps, None)
+    for _ in steps:
+        pass
+
+    def cat(name: str) -> Tensor:
+        return torch.cat([getattr(m, name) for m in measured], -1)
+
+    dev_n = torch.tensor([m.dev_correct.shape[-1] for m in measured])
+    return ImplantResult(
+        origin=vector.origin,
+        config=cfg,
+        vector_kind=vector.kind,
+        operation=operation_of(vector),
+        task=task.name,
+        layer=layer,
+        layer_choice=measured[0].choice,
+        fold_layers=tuple(m.layer for m in measured),
+        conditions=CONDITIONS,
+        correct=cat("correct"),
+        answer_prob=cat("prob"),
+        kl_to_icl=cat("kl"),
+        agrees_with_icl=cat("agree"),
+        queries=tuple(q for m in measured for q in m.queries),
+        answers=tuple(a for m in measured for a in m.answers),
+        layers=tuple(layers),
+        layer_dev_accuracy=cat("dev_correct").float().mean(-1),
+        layer_test_accuracy=cat("test_correct").float().mean(-1),
+        specificity_vectors=spec_rows,
+        specificity_tasks=spec_cols,
+        specificity=spec,
+        specificity_n=spec_n,
+        natural_prompts=nat_prompts,
+        natural_plain=plain,
+        natural_implanted=implanted,
+        n_dev=int(dev_n.sum()),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _FoldMeasures:
+    """What one fold measured, per test (and dev) query; folds are concatenated afterwards."""
+
+    layer: int
+    choice: str
+    correct: Bool[Tensor, "conditions test"]
+    prob: Float[Tensor, "conditions test"]
+    kl: Float[Tensor, "conditions test"]
+    agree: Bool[Tensor, "conditions test"]
+    queries: tuple[str, ...]
+    answers: tuple[str, ...]
+    dev_correct: Bool[Tensor, "layers dev"]
+    test_correct: Bool[Tensor, "layers test"]
+
+
+def _measure_fold(
+    model: HookedModel,
+    vector: Vector,
+    train: Task,
+    dev: Task,
+    test: Task,
+    layers: tuple[int, ...],
+    cfg: ImplantConfig,
+) -> _FoldMeasures:
+    """The five conditions and the layer sweep of one fold's vector on that fold's queries."""
+    s = hooks.spec(model)
+    operation = operation_of(vector)
+    template, n_shots = vector.origin.template, vector.origin.n_shots
+    vectors = vectors_by_layer(vector, s.n_layers)
 
     def prompts(pool: Task, kind: PromptKind, n: int) -> PromptBatch:
         shots = 0 if kind == "zero_shot" else n_shots
@@ -188,7 +269,7 @@ def evaluate_implant(
     test_zs, test_icl, test_shuf = (prompts(test, k, cfg.n_test) for k in ("zero_shot", "clean", "shuffled"))
     dev_zs = prompts(dev, "zero_shot", cfg.n_dev)
 
-    # 3. the layer sweep (dev chooses, test is reported)
+    # the layer sweep (dev chooses, test is reported)
     sweep = dict(
         vectors=vectors,
         operation=operation,
@@ -199,8 +280,7 @@ def evaluate_implant(
         show_progress=False,
     )
     dev_correct = layer_sweep(model, dev_zs, **sweep)
-    test_correct_by_layer = layer_sweep(model, test_zs, **sweep)
-    next(steps, None)
+    test_correct = layer_sweep(model, test_zs, **sweep)
     if isinstance(cfg.layer, int) and not isinstance(cfg.layer, bool):
         layer, choice = int(cfg.layer), "given"
         if not 0 <= layer < s.n_layers:
@@ -210,7 +290,7 @@ def evaluate_implant(
     else:
         layer, choice = _choose_on_dev(model, dev_zs, dev_correct, layers, vectors, operation, cfg), "best on dev"
 
-    # 1-2. accuracy and distributions at the chosen layer
+    # accuracy and distributions at the chosen layer
     put = dict(
         vector=vectors[layer],
         layer=layer,
@@ -221,53 +301,20 @@ def evaluate_implant(
     )
     lp: dict[str, Tensor] = {"icl": next_token_logprobs(model, test_icl, batch_size=cfg.batch_size)}
     lp["zero_shot"], lp["zero_shot+vector"] = baseline_and_implanted_logprobs(model, test_zs, **put)
-    next(steps, None)
     lp["shuffled"], lp["shuffled+vector"] = baseline_and_implanted_logprobs(model, test_shuf, **put)
-    next(steps, None)
     answers = test_zs.answer_ids
-    correct = torch.stack([top1_correct(lp[c], test_zs).bool() for c in CONDITIONS])
-    prob = torch.stack([lp[c].gather(1, answers[:, None]).squeeze(1).exp() for c in CONDITIONS])
-    kl = torch.stack([kl_divergence(lp["icl"], lp[c]) for c in CONDITIONS])
     icl_top = lp["icl"].argmax(-1)
-    agree = torch.stack([(lp[c].argmax(-1) == icl_top).float().mean() for c in CONDITIONS])
-
-    # 4. specificity
-    spec_rows, spec_cols, spec = _specificity(model, task, vector, other_vectors, layer, cfg)
-    next(steps, None)
-
-    # 5. natural text
-    nat_prompts, plain, implanted = _natural_text(model, test, vectors[layer], layer, operation, cfg)
-    next(steps, None)
-    for _ in steps:
-        pass
-
-    return ImplantResult(
-        origin=origin,
-        config=cfg,
-        vector_kind=vector.kind,
-        operation=operation,
-        task=task.name,
+    return _FoldMeasures(
         layer=layer,
-        layer_choice=choice,
-        conditions=CONDITIONS,
-        accuracy=correct.float().mean(-1),
-        correct=correct,
-        answer_prob=prob,
-        kl_to_icl=kl,
-        top1_agreement=agree,
+        choice=choice,
+        correct=torch.stack([top1_correct(lp[c], test_zs).bool() for c in CONDITIONS]),
+        prob=torch.stack([lp[c].gather(1, answers[:, None]).squeeze(1).exp() for c in CONDITIONS]),
+        kl=torch.stack([kl_divergence(lp["icl"], lp[c]) for c in CONDITIONS]),
+        agree=torch.stack([lp[c].argmax(-1) == icl_top for c in CONDITIONS]),
         queries=test_zs.queries,
         answers=test_zs.answers,
-        layers=tuple(layers),
-        layer_dev_accuracy=dev_correct.float().mean(-1),
-        layer_test_accuracy=test_correct_by_layer.float().mean(-1),
-        specificity_vectors=spec_rows,
-        specificity_tasks=spec_cols,
-        specificity=spec,
-        natural_prompts=nat_prompts,
-        natural_plain=plain,
-        natural_implanted=implanted,
-        n_test=len(test_zs),
-        n_dev=len(dev_zs),
+        dev_correct=dev_correct.bool(),
+        test_correct=test_correct.bool(),
     )
 
 
@@ -294,74 +341,3 @@ def _choose_on_dev(
         if p > best_prob:
             best, best_prob = l, p
     return int(best)
-
-
-def _specificity(
-    model: HookedModel, task: Task, vector: Vector, others: Sequence[Vector], layer: int, cfg: ImplantConfig
-) -> tuple[tuple[str, ...], tuple[str, ...], Float[Tensor, "vectors tasks"]]:
-    """Rows: no vector, then each vector; columns: this task, then the other tasks."""
-    s = hooks.spec(model)
-    origin = vector.origin
-    columns: list[Task] = [task]
-    for t in (*cfg.specificity_tasks, *(o.origin.task_data or o.origin.task for o in others)):
-        loaded = load_task(t)
-        if loaded.name not in {c.name for c in columns}:
-            columns.append(loaded)
-    rows: list[Vector | None] = [None, vector, *others]
-    out = torch.zeros(len(rows), len(columns))
-    for j, col in enumerate(columns):
-        test = split_task(col, origin.split, origin.split_seed)[2]
-        batch = build_prompts(
-            model, test, 0, n_queries(cfg.n_specificity, test), cfg.seed, origin.template, kind="zero_shot"
-        )
-        for i, row in enumerate(rows):
-            if row is None:
-                lp = next_token_logprobs(model, batch, batch_size=cfg.batch_size)
-            else:
-                lp = implanted_logprobs(
-                    model,
-                    batch,
-                    vector=_vectors_by_layer(row, s.n_layers)[layer],
-                    layer=layer,
-                    operation=_operation(row),
-                    scale=cfg.scale,
-                    batch_size=cfg.batch_size,
-                )
-            out[i, j] = top1_correct(lp, batch).mean()
-    labels = ("no vector", *(_label(r) for r in rows[1:] if r is not None))
-    return labels, tuple(c.name for c in columns), out
-
-
-def _natural_text(
-    model: HookedModel, test: Task, vector: Float[Tensor, " d_model"], layer: int, operation: str, cfg: ImplantConfig
-) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """Greedy continuations of ``natural_template`` with and without the vector at its last token."""
-    if cfg.n_natural == 0 or cfg.n_generate == 0:
-        return (), (), ()
-    texts = tuple(cfg.natural_template.replace("{input}", x) for x, _ in test.pairs[: cfg.n_natural])
-    tokens, mask = encode_texts(model, texts, padding_side="left")
-    plain = _greedy(model, tokens, mask, cfg.n_generate, None)
-    implanted = _greedy(model, tokens, mask, cfg.n_generate, (vector, layer, operation, cfg.scale))
-    return texts, plain, implanted
-
-
-def _greedy(
-    model: HookedModel, tokens: Tensor, mask: Tensor, n_new: int, put: tuple[Tensor, int, str, float] | None
-) -> tuple[str, ...]:
-    """``n_new`` greedy tokens; the vector (if any) goes in at the prompt's last token only."""
-    where = tokens.shape[1] - 1  # left padding: every prompt ends in this column
-    new: list[Tensor] = []
-    with torch.no_grad():
-        for _ in range(n_new):
-            if put is None:
-                logits = hooks.forward(model, tokens, mask)
-            else:
-                vec, layer, operation, scale = put
-                with implant(model, where, vector=vec, layer=layer, operation=operation, scale=scale):
-                    logits = hooks.forward(model, tokens, mask)
-            nxt = logits[:, -1].argmax(-1).cpu()
-            new.append(nxt)
-            tokens = torch.cat([tokens, nxt[:, None]], 1)
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-    gen = torch.stack(new, 1)
-    return tuple(model.tokenizer.decode(row.tolist()) for row in gen)

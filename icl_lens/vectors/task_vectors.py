@@ -15,6 +15,11 @@ accuracy is reported on the test split, with the whole per-layer curve.
 One difference from the paper: Hendel et al. build one θ per test query from its own
 demonstration set; here θ_L is one vector averaged over ``n_prompts`` demonstration sets
 (the train split), so it can be saved, inspected and implanted like a function vector.
+
+A task too small for 50 held-out test queries is cross-validated (``config.cv_folds``):
+each fold extracts its θ from its own train part, picks its layer on its own dev part and
+tests its own queries, so every pair is a test query once; ``result.folds`` keeps the
+folds and the result pools their test queries.
 """
 
 from __future__ import annotations
@@ -39,11 +44,16 @@ from icl_lens.prompting.tasks import Task, load_task
 from icl_lens.prompting.templates import get_template
 from icl_lens.vectors.common import (
     DEFAULT_SPLIT,
+    CvFolds,
+    Fold,
+    check_cv_folds,
     check_layer_list,
     check_split_fractions,
     layers_to_try,
+    most_common,
     n_queries,
-    split_for_vectors,
+    plan_folds,
+    pooled_origin,
 )
 from icl_lens.vectors.task_vector_result import TaskVectorResult
 
@@ -58,9 +68,11 @@ class TaskVectorConfig(Config):
         n_dummy: dummy queries per demonstration set, averaged.
         n_prompts: demonstration sets (train split) averaged into θ.
         n_dev, n_test: zero-shot queries for choosing the layer and for the test accuracy
-            (at most the size of those splits).
+            (at most the size of those parts; per fold when cross-validated).
         layers: layers to try (``None``: all).
         split, split_seed, seed: the task split and the prompt sampling.
+        cv_folds: ``"auto"`` (cross-validate with 5 folds when the test part would hold
+            fewer than 50 queries), 1 (always one held-out split) or a number of folds.
         batch_size: prompts per forward pass (results do not depend on it).
         method: the patching engine's path (``"auto"``, ``"fast"``, ``"plain"``).
         ceiling: also patch each test query's *own* ICL state (the residual after block
@@ -77,6 +89,7 @@ class TaskVectorConfig(Config):
     n_test: int = 50
     layers: tuple[int, ...] | None = None
     split: tuple[float, ...] = DEFAULT_SPLIT
+    cv_folds: int | CvFolds = "auto"
     split_seed: int = 0
     seed: int = 0
     batch_size: int = 25
@@ -85,6 +98,7 @@ class TaskVectorConfig(Config):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "split", check_split_fractions(self.split))
+        object.__setattr__(self, "cv_folds", check_cv_folds(self.cv_folds))
         object.__setattr__(self, "layers", check_layer_list(self.layers))
         get_template(self.template)
         if self.n_shots < 1 or self.n_dummy < 1:
@@ -113,7 +127,7 @@ def task_vector(
     cfg = TaskVectorConfig.resolve(config, overrides)
     task = load_task(task)
     template = get_template(cfg.template)
-    (train, dev, test), origin = split_for_vectors(
+    folds = plan_folds(
         model,
         task,
         template,
@@ -121,12 +135,21 @@ def task_vector(
         cfg.split,
         cfg.split_seed,
         cfg.seed,
+        cfg.cv_folds,
         extra=2,
         what="a query and a dummy query",
     )
-    s = hooks.spec(model)
     layers = layers_to_try(model, cfg.layers)
+    results = [_fold_task_vector(model, fold, layers, cfg, show_progress) for fold in folds]
+    return results[0] if len(results) == 1 else pool_folds(results)
 
+
+def _fold_task_vector(
+    model: HookedModel, fold: Fold, layers: tuple[int, ...], cfg: TaskVectorConfig, show_progress: bool | None
+) -> TaskVectorResult:
+    """θ of one fold from its train part, its layer chosen on its dev part, tested on its test part."""
+    s = hooks.spec(model)
+    template, train, dev, test = fold.origin.template, fold.train, fold.dev, fold.test
     total = torch.zeros(s.n_layers, s.d_model, dtype=torch.float64)
     count = 0
     for variant in range(cfg.n_dummy):
@@ -147,7 +170,6 @@ def task_vector(
     dev_correct = layer_sweep(model, dev_zs, show_progress=show_progress, **sweep_args)
     test_correct = layer_sweep(model, test_zs, show_progress=show_progress, **sweep_args)
     dev_acc = dev_correct.float().mean(-1)
-    test_acc = test_correct.float().mean(-1)
     best = layers[int(torch.argmax(dev_acc))]  # argmax returns the first maximum: ties go to the earliest layer
 
     ceiling = None
@@ -159,23 +181,49 @@ def task_vector(
             model, test_icl, "resid_post", batch_size=cfg.batch_size, show_progress=show_progress
         )
         ceiling = layer_sweep(model, test_zs, show_progress=show_progress, **{**sweep_args, "vectors": own.float()})
-        ceiling = ceiling.float().mean(-1)
     else:
         icl_logits = next_token_logprobs(model, test_icl, batch_size=cfg.batch_size)
-    zs_acc = top1_correct(next_token_logprobs(model, test_zs, batch_size=cfg.batch_size), test_zs)
-    icl_acc = top1_correct(icl_logits, test_icl)  # argmax: logits or log-probs alike
+    zs_correct = top1_correct(next_token_logprobs(model, test_zs, batch_size=cfg.batch_size), test_zs)
+    icl_correct = top1_correct(icl_logits, test_icl)  # argmax: logits or log-probs alike
     return TaskVectorResult(
-        origin=origin,
+        origin=fold.origin,
         config=cfg,
         vectors=vectors,
         layers=tuple(layers),
         dev_accuracy=dev_acc,
-        test_accuracy=test_acc,
-        test_correct=test_correct,
+        test_correct=test_correct.bool(),
         best_layer=int(best),
-        zero_shot_accuracy=float(zs_acc.mean()),
-        icl_accuracy=float(icl_acc.mean()),
+        fold_layers=(int(best),),
+        correct=test_correct[layers.index(best)].bool().clone(),  # its own storage: saved beside test_correct
+        zero_shot_correct=zs_correct.bool(),
+        icl_correct=icl_correct.bool(),
+        queries=test_zs.queries,
         n_dev=len(dev_zs),
-        n_test=len(test_zs),
-        ceiling_accuracy=ceiling,
+        ceiling_correct=None if ceiling is None else ceiling.bool(),
+    )
+
+
+def pool_folds(folds: list[TaskVectorResult]) -> TaskVectorResult:
+    """Every fold's test queries together: each answered with its own fold's θ at its own fold's
+    layer (``correct``); the per-layer curves over all of them; θ averaged over the folds."""
+    n_dev = torch.tensor([f.n_dev for f in folds], dtype=torch.float32)
+    dev_acc = (torch.stack([f.dev_accuracy for f in folds]) * n_dev[:, None]).sum(0) / n_dev.sum()
+    fold_layers = tuple(f.best_layer for f in folds)
+    ceilings = [f.ceiling_correct for f in folds]
+    return TaskVectorResult(
+        origin=pooled_origin([f.origin for f in folds]),
+        config=folds[0].config,
+        vectors=torch.stack([f.vectors for f in folds]).mean(0),
+        layers=folds[0].layers,
+        dev_accuracy=dev_acc,
+        test_correct=torch.cat([f.test_correct for f in folds], -1),
+        best_layer=most_common(fold_layers),
+        fold_layers=fold_layers,
+        correct=torch.cat([f.correct for f in folds]),
+        zero_shot_correct=torch.cat([f.zero_shot_correct for f in folds]),
+        icl_correct=torch.cat([f.icl_correct for f in folds]),
+        queries=tuple(q for f in folds for q in f.queries),
+        n_dev=int(n_dev.sum()),
+        ceiling_correct=None if any(c is None for c in ceilings) else torch.cat(ceilings, -1),  # type: ignore[arg-type]
+        folds=tuple(folds),
     )

@@ -18,10 +18,18 @@ from icl_lens.vectors.implant import CONDITIONS, ImplantConfig, ImplantResult, e
 from icl_lens.vectors.task_vectors import TaskVectorConfig, task_vector
 
 TEMPLATE = "{input}={output};"
+# cv_folds=1: the held-out split, checked by hand below; cross-validation in test_folds.py
 FV_SMALL = FunctionVectorConfig(
-    n_shots=3, n_mean_prompts=6, max_candidates=8, n_aie_prompts=4, template=TEMPLATE, top_k=3, filter_correct=False
+    n_shots=3,
+    n_mean_prompts=6,
+    max_candidates=8,
+    n_aie_prompts=4,
+    template=TEMPLATE,
+    top_k=3,
+    filter_correct=False,
+    cv_folds=1,
 )
-TV_SMALL = TaskVectorConfig(n_shots=3, n_prompts=4, n_dev=4, n_test=5, template=TEMPLATE)
+TV_SMALL = TaskVectorConfig(n_shots=3, n_prompts=4, n_dev=4, n_test=5, template=TEMPLATE, cv_folds=1)
 PREV = il.Task(name="prev_char", pairs=tuple((chr(ord(c) + 1), c) for c in "abcdefghijklmnopqrstuvwxy"))
 IMPLANT_SMALL = ImplantConfig(
     n_test=5,

@@ -15,7 +15,8 @@ from icl_lens.vectors.common import split_task
 from icl_lens.vectors.task_vectors import TaskVectorConfig, TaskVectorResult, task_vector
 
 TEMPLATE = "{input}={output};"
-SMALL = dict(n_shots=3, n_prompts=4, n_dummy=2, n_dev=4, n_test=5, template=TEMPLATE, batch_size=3)
+# cv_folds=1: the held-out split, checked by hand below; cross-validation in test_folds.py
+SMALL = dict(n_shots=3, n_prompts=4, n_dummy=2, n_dev=4, n_test=5, template=TEMPLATE, batch_size=3, cv_folds=1)
 
 
 @pytest.fixture(scope="module")
