@@ -9,12 +9,16 @@ import torch
 
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.stats import (
+    above_chance,
     accuracy_interval,
     compare_paired,
+    error_bars,
     mcnemar_exact,
     mean_and_se,
     proportion_interval,
+    rate_interval,
     ratio_interval,
+    recovery_text,
     verdict,
 )
 
@@ -107,3 +111,39 @@ def test_ratio_interval_and_standard_error():
     mean, se = mean_and_se(x)
     assert float(mean) == pytest.approx(2.5)
     assert float(se) == pytest.approx(math.sqrt(5 / 3) / 2)
+
+
+def test_a_claim_needs_the_interval_and_the_exact_test_to_agree():
+    # 4 vs 0 discordant pairs of 50: the percentile bootstrap interval lies above zero,
+    # but the exact McNemar p is 2 / 2^4 = 0.125, so no difference is claimed.
+    a = torch.tensor([1] * 4 + [0] * 46, dtype=torch.bool)
+    b = torch.zeros(50, dtype=torch.bool)
+    c = compare_paired(a, b, seed=0)
+    assert c.p_value == pytest.approx(0.125) and c.ci_low > 0
+    assert not c.significant
+    assert "inconclusive with n = 50" in verdict(c, subject="the vector")
+    # 9 vs 0: both agree
+    strong = compare_paired(torch.tensor([1] * 9 + [0] * 41, dtype=torch.bool), b, seed=0)
+    assert strong.significant and strong.p_value == pytest.approx(2 / 2**9)
+
+
+def test_verdict_states_each_accuracy_with_its_wilson_interval():
+    a = torch.tensor([1] * 11 + [0] * 39, dtype=torch.bool)
+    b = torch.zeros(50, dtype=torch.bool)
+    text = verdict(compare_paired(a, b, seed=0), subject="the function vector", what="zero-shot accuracy")
+    low, high = wilson_by_hand(11, 50)
+    assert text.startswith("the function vector raises zero-shot accuracy from 0% [0%, 7%] to 22% ")
+    assert f"22% [{low:.0%}, {high:.0%}]" in text and "McNemar p < 0.001" in text and "n = 50" in text
+    lower = verdict(compare_paired(b, a, seed=0), subject="shuffling", what="accuracy")
+    assert lower.startswith("shuffling lowers accuracy from 22%")
+
+
+def test_rate_interval_chance_test_and_error_bars():
+    assert rate_interval(0.35, 20) == proportion_interval(7, 20)
+    assert all(math.isnan(x) for x in rate_interval(0.5, 0))
+    # 8 of 10 above chance 0.5: P(X >= 8) = (45 + 10 + 1) / 1024
+    assert above_chance(8, 10, 0.5) == pytest.approx(56 / 1024)
+    bars = error_bars([0.5, float("nan")], [0.25, float("nan")], [0.75, float("nan")])
+    assert bars.tolist() == [[0.25, 0.0], [0.25, 0.0]]
+    assert recovery_text((0.5, 0.25, 0.75), "ICL") == "it recovers 50% [25%, 75%] of ICL"
+    assert recovery_text((float("nan"),) * 3, "ICL") == "nothing to recover: ICL is 0%"
