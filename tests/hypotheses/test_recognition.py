@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 import icl_lens as il
 from icl_lens.core.results import results_equal
+from icl_lens.core.stats import proportion_interval
 from icl_lens.hypotheses.labels import label_first_tokens
 from icl_lens.hypotheses.recognition import (
     RecognitionConfig,
@@ -94,7 +97,16 @@ def test_settings_by_hand(tiny_gqa, label_task):
     again = recognition_vs_learning(tiny_gqa, label_task, cfg.replace(batch_size=1))
     assert torch.equal(again.correct, result.correct)
     assert results_equal(result, recognition_vs_learning(tiny_gqa, label_task, cfg.replace()))
-    assert len(result.to_dataframe()) == 6 and result.to_png() is not None
+    df = result.to_dataframe()
+    assert len(df) == 6 and result.to_png() is not None
+    # intervals and tests: Wilson per cell, binomial above chance, paired settings (same queries)
+    row = df[(df.setting == "abstract") & (df.shots == 3)].iloc[0]
+    k = int(result.correct[2, 1].sum())
+    assert (row.ci_low, row.ci_high) == pytest.approx(proportion_interval(k, 6))
+    assert row.p_above_chance == pytest.approx(sum(math.comb(6, j) for j in range(k, 7)) / 2**6)
+    c = result.comparison("random", "gold")
+    assert c.n == 6 and c.a_only == int((result.correct[1, 1] & ~result.correct[0, 1]).sum())
+    assert len(result.comparisons()) == 6 and "chance 50%" in result.summary()
 
 
 def test_random_labels_come_from_the_label_space(tiny, label_task):

@@ -9,6 +9,7 @@ import torch
 
 import icl_lens as il
 from icl_lens.core import hooks
+from icl_lens.core.stats import proportion_interval
 from icl_lens.prompting.evaluation import next_token_logprobs
 
 
@@ -42,6 +43,14 @@ def test_accuracy_matches_a_hand_count(tiny, word_task):
                 top = tiny(one.tokens)[0, -1].argmax()
                 assert bool(top == one.answer_ids[0]) == bool(r.correct[0, s, i])
     assert torch.allclose(r.accuracy, r.correct.float().mean(-1))
+    df = r.to_dataframe()
+    for row, k in zip(df.itertuples(), r.correct[0].sum(-1).tolist(), strict=True):
+        assert (row.ci_low, row.ci_high) == pytest.approx(proportion_interval(int(k), 5))
+    # one task: a paired test of the most shots against the fewest, on the same queries
+    c = r.comparison()
+    assert c.test == "mcnemar-exact" and c.n == 5
+    assert c.a_only == int((r.correct[0, 1] & ~r.correct[0, 0]).sum())
+    assert ("inconclusive with n = 5" in r.summary()) == (not c.significant)
 
 
 def test_a_raising_user_hook_is_not_left_on_the_model(tiny, word_task):
@@ -69,7 +78,10 @@ def test_result_round_trips_and_renders(tmp_path, tiny, word_task):
     assert list(r.table().columns) == [0, 1] and len(r.to_dataframe()) == 4
     html = r._repr_html_()
     assert "<table" in html and "data:image/png;base64," in html
-    assert repr(r).startswith("<IclAccuracyResult: tiny-2L4H") and "mean accuracy" in repr(r)
+    assert repr(r).startswith("<IclAccuracyResult: tiny-2L4H") and "(pooled)" in repr(r)
+    # every accuracy in the summary carries its interval: 8 prompts pooled per shot count
+    low, high = proportion_interval(int(r.correct[:, 0].sum()), 8)
+    assert f"[{low:.0%}, {high:.0%}] at 0 shots" in r.summary()
 
 
 def test_smollm2_learns_a_task_in_context(smollm2):
