@@ -81,9 +81,9 @@ def repeated_sequences(model: HookedModel, length: int, n: int, seed: int) -> Te
     return probe.tokens[:n, : 1 + 2 * length]
 
 
-def repeated_sequence_loss(losses: Float[Tensor, "batch pos"], length: int) -> float:
-    """Mean loss over the second copy of ``[BOS] R R``, its first token excluded."""
-    return float(losses[:, length + 2 : 2 * length + 1].mean())
+def repeated_sequence_loss(losses: Float[Tensor, "batch pos"], length: int) -> Float[Tensor, " batch"]:
+    """Each sequence's mean loss over the second copy of ``[BOS] R R``, its first token excluded."""
+    return losses[:, length + 2 : 2 * length + 1].float().mean(1)
 
 
 def random_head_sets(
@@ -133,7 +133,7 @@ def confirm_induction_heads(
     repeated = repeated_sequences(model, config.repeat_length, config.n_repeat_sequences, config.seed + 1)
     contexts = context_tokens(model, text, config.icl)
 
-    def measure(ablated: Sequence[tuple[int, int]]) -> tuple[float, float]:
+    def measure(ablated: Sequence[tuple[int, int]]) -> tuple[Tensor, Tensor]:
         with ablate_heads(
             model,
             ablated,
@@ -144,7 +144,7 @@ def confirm_induction_heads(
         ):
             rep = per_token_loss(model, repeated, config.batch_size, show_progress=False)
             icl = per_token_loss(model, contexts, config.batch_size, show_progress=False)
-        return repeated_sequence_loss(rep, config.repeat_length), score_from_losses(icl, config.icl).icl_score
+        return repeated_sequence_loss(rep, config.repeat_length), score_from_losses(icl, config.icl).per_context
 
     plans: list[tuple[str, int, list[tuple[int, int]]]] = [("baseline", 0, [])]
     random_sets = []
@@ -164,11 +164,11 @@ def confirm_induction_heads(
         config=config,
         model_name=model_name(model),
         ranking=tuple(ranking),
-        baseline_repeat_loss=base_rep,
-        baseline_icl_score=base_icl,
-        induction_repeat_loss=torch.tensor([v[0] for v in ind]),
-        induction_icl_score=torch.tensor([v[1] for v in ind]),
-        random_repeat_loss=torch.tensor([v[0] for v in rnd]).view(n_k, n_d),
-        random_icl_score=torch.tensor([v[1] for v in rnd]).view(n_k, n_d),
+        baseline_repeat=base_rep,
+        baseline_icl=base_icl,
+        induction_repeat=torch.stack([v[0] for v in ind]),
+        induction_icl=torch.stack([v[1] for v in ind]),
+        random_repeat=torch.stack([v[0] for v in rnd]).view(n_k, n_d, -1),
+        random_icl=torch.stack([v[1] for v in rnd]).view(n_k, n_d, -1),
         random_heads=tuple(random_sets),
     )

@@ -47,6 +47,13 @@ class IclScoreResult(Result):
     derivative: Float[Tensor, " bin_minus_one"]
 
     @property
+    def per_context(self) -> Float[Tensor, " context"]:
+        """Each context's own ICL score (late-window minus early-window loss); ``icl_score`` is their mean."""
+        e0, e1 = self.config.early_window
+        l0, l1 = self.config.late_window
+        return self.loss[:, l0:l1].mean(1) - self.loss[:, e0:e1].mean(1)
+
+    @property
     def mean_loss(self) -> Float[Tensor, " pos"]:
         """Loss at each position averaged over contexts."""
         return self.loss.nanmean(0)

@@ -158,7 +158,7 @@ def test_confirm_induction_heads_on_planted(planted):
         n_random_draws=3,
         method="zero",
         repeat_length=12,
-        n_repeat_sequences=4,
+        n_repeat_sequences=8,
         icl=il.IclScoreConfig(early=5, late=40, context_length=63, n_contexts=6),
     )
     scan = il.find_induction_heads(planted, repeat_lengths=LENGTHS, prefix_length=6, n_sequences=2, weight_scores=False)
@@ -169,7 +169,17 @@ def test_confirm_induction_heads_on_planted(planted):
     table = res.table()
     assert table["d_repeat_loss_induction"].iloc[0] > table["d_repeat_loss_random_max"].iloc[0] + 0.1
     assert table["d_icl_induction"].iloc[0] > table["d_icl_random_max"].iloc[0]
+    # paired over the 8 sequences: induction minus the mean of the random draws, tested
+    c = res.comparison(1, "repeat")
+    expected = res.induction_repeat[0] - res.random_repeat[0].mean(0)
+    assert c.n == 8 and c.test == "paired-permutation"
+    assert c.difference == pytest.approx(float(expected.mean()), abs=1e-6)
+    assert c.significant and c.p_value < 0.05 and c.ci_low > 0.1  # all 8 sequences agree
+    assert table["repeat_p"].iloc[0] == pytest.approx(c.p_value)
+    assert "top-2 induction heads vs 2 random raises repeated-sequence loss" in res.summary()
+    assert float(res.induction_repeat_loss[0]) == pytest.approx(float(res.induction_repeat[0].mean()))
     again = il.confirm_induction_heads(planted, scan, config, text=text)
     assert again.random_heads == res.random_heads and torch.equal(again.random_repeat_loss, res.random_repeat_loss)
+    assert again.table().equals(table)  # the bootstrap and permutations are seeded
     assert len(res.to_dataframe()) == 1 + 2 * (1 + 3) and res.plot_both() is not None
     assert no_leak(planted)
