@@ -49,6 +49,7 @@ from icl_lens.core.hooks import HookedModel
 from icl_lens.core.models import model_name
 from icl_lens.core.progress import progress
 from icl_lens.core.results import Config
+from icl_lens.core.stats import mean_and_se
 from icl_lens.induction import sequences as seq, weights as wts
 from icl_lens.induction.detectors_result import InductionHeadsResult
 
@@ -246,6 +247,23 @@ def _group_mean(values: Tensor, counts: Tensor, rows: Tensor) -> Tensor:
     return (values[rows].sum(0) / counts[rows].sum().clamp_min(1)).float()
 
 
+def _group_se(values: Tensor, counts: Tensor, rows: Tensor) -> Tensor:
+    """Standard error of a group's score over its probe rows: the rows are the independent
+    draws (queries of one row share its random tokens), so the spread of the per-row
+    scores, over the square root of their number."""
+    per_row = values[rows] / counts[rows].clamp_min(1e-12).reshape(-1, *([1] * (values.dim() - 1)))
+    return mean_and_se(per_row, dim=0)[1]
+
+
+def _stratified_se(values: Tensor, counts: Tensor, groups: list[Tensor]) -> Tensor:
+    """Standard error of a score pooled over row types (each repeat length, prefix rows):
+    the rows of one type are draws of the same thing, the types are not, so each type's
+    standard error is weighted by its share of the scored queries."""
+    total = sum(float(counts[g].sum()) for g in groups)
+    var = sum((float(counts[g].sum()) / total) ** 2 * _group_se(values, counts, g).double() ** 2 for g in groups)
+    return torch.as_tensor(var).sqrt().float()
+
+
 def _assemble(
     model: HookedModel, config: InductionConfig, probe: seq.ProbeBatch, acc: _Accumulator, weights: wts.EffectiveWeights
 ) -> InductionHeadsResult:
@@ -254,12 +272,16 @@ def _assemble(
     structured = probe.structured_region()
     region_count = region.sum(-1).double()
     kinds = probe.kind
-    induction_list = []
+    induction_list, induction_se_list, groups = [], [], []
     for L in config.repeat_lengths:
         rows = torch.tensor([i for i, k in enumerate(kinds) if k == "induction" and int(probe.segment_length[i]) == L])
+        groups.append(rows)
         induction_list.append(_group_mean(acc.induction, region_count, rows))
+        induction_se_list.append(_group_se(acc.induction, region_count, rows))
     induction = torch.stack(induction_list, -1)
+    induction_se = torch.stack(induction_se_list, -1)
     prefix_rows = torch.tensor([i for i, k in enumerate(kinds) if k == "prefix"])
+    groups.append(prefix_rows)
     all_rows = torch.arange(len(kinds))
     n_prev = torch.full((len(kinds),), float(probe.n_pos - 2), dtype=torch.float64)
     nan = torch.full((s.n_layers, s.n_heads), float("nan"))
@@ -286,6 +308,13 @@ def _assemble(
         duplicate_token=_group_mean(acc.duplicate, region_count, all_rows),
         copying_logit=(acc.copy_num.sum(0) / acc.copy_den.sum(0).clamp_min(1e-12)).float(),
         bos_attention=_group_mean(acc.bos, (structured.sum(-1) - 1).double(), all_rows),
+        standard_errors={
+            "induction": induction_se,
+            "prefix_matching": _group_se(acc.induction, region_count, prefix_rows),
+            "previous_token": _stratified_se(acc.previous, n_prev, groups),
+            "duplicate_token": _stratified_se(acc.duplicate, region_count, groups),
+            "bos_attention": _stratified_se(acc.bos, (structured.sum(-1) - 1).double(), groups),
+        },
         copying_eigen=copying_eigen,
         k_composition=token_comp,
         k_composition_frobenius=frob_comp,

@@ -36,6 +36,12 @@ class InductionHeadsResult(Result):
     one score per entry of ``config.repeat_lengths``) and the composition scores
     ``[n_layers, n_heads, n_layers, n_heads]`` (from earlier head to later head; NaN where
     the first layer is not earlier). Weight-based scores are NaN when not computed.
+
+    ``standard_errors`` holds, for the scores averaged over probe rows (``induction``
+    ``[..., n_repeat_lengths]``, ``prefix_matching``, ``previous_token``,
+    ``duplicate_token``, ``bos_attention``), the standard error of that mean over the rows;
+    ``to_dataframe()`` shows them as ``<score>_se``. Weight-based scores have none: they
+    are computed from the weights, not sampled.
     """
 
     title: ClassVar[str] = "Induction head scan"
@@ -52,6 +58,7 @@ class InductionHeadsResult(Result):
     k_composition: Float[Tensor, "layer head layer head"]
     k_composition_frobenius: Float[Tensor, "layer head layer head"]
     composition_baselines: tuple[float, float]
+    standard_errors: dict[str, Tensor] = dataclasses.field(default_factory=dict)
 
     @property
     def n_layers(self) -> int:
@@ -65,6 +72,21 @@ class InductionHeadsResult(Result):
     def induction_mean(self) -> Float[Tensor, "layer head"]:
         """Induction score averaged over the repeat lengths (what ``top`` ranks by)."""
         return self.induction.mean(-1)
+
+    @property
+    def induction_se(self) -> Float[Tensor, "layer head"]:
+        """Standard error of :attr:`induction_mean` (the repeat lengths use separate rows)."""
+        se = self.standard_errors.get("induction")
+        if se is None:
+            return torch.full_like(self.induction_mean, float("nan"))
+        return se.square().sum(-1).sqrt() / se.shape[-1]
+
+    def se(self, name: str) -> Float[Tensor, "layer head"]:
+        """Standard error over probe rows of one score (NaN where it has none)."""
+        if name == "induction":
+            return self.induction_se
+        se = self.standard_errors.get(name)
+        return se if se is not None else torch.full_like(self.previous_token, float("nan"))
 
     @property
     def induction_min(self) -> Float[Tensor, "layer head"]:
@@ -89,15 +111,19 @@ class InductionHeadsResult(Result):
         import pandas as pd
 
         comp_in, comp_src = _max_in(self.k_composition)
+        induction_se = self.induction_se
         rows = []
         for l in range(self.n_layers):
             for h in range(self.n_heads):
                 row: dict[str, Any] = {"layer": l, "head": h, "label": f"L{l}H{h}"}
                 row["induction"] = float(self.induction_mean[l, h])
+                row["induction_se"] = float(induction_se[l, h])
                 for i, L in enumerate(self.config.repeat_lengths):
                     row[f"induction_len{L}"] = float(self.induction[l, h, i])
                 for name in SCORE_COLUMNS[1:]:
                     row[name] = float(getattr(self, name)[l, h])
+                    if name in self.standard_errors:
+                        row[f"{name}_se"] = float(self.standard_errors[name][l, h])
                 row["k_composition_in"] = float(comp_in[l, h])
                 src = int(comp_src[l, h])
                 row["k_composition_from"] = "" if src < 0 else f"L{src // self.n_heads}H{src % self.n_heads}"
@@ -119,8 +145,11 @@ class InductionHeadsResult(Result):
 
     def summary(self) -> str:
         best = self.top(3)
-        heads = ", ".join(f"{r.label} ({r.induction:.2f})" for r in best.itertuples())
-        return f"{self.model_name}: top induction heads {heads}"
+        heads = ", ".join(f"{r.label} ({r.induction:.2f} ± {r.induction_se:.2f})" for r in best.itertuples())
+        return (
+            f"{self.model_name}: top induction heads {heads} (mean ± s.e. over {self.config.n_sequences} "
+            f"probe rows per repeat length)"
+        )
 
     def _plot(self, ax: Any) -> None:
         _heatmap(ax, self.induction_mean, f"induction score (mean over lengths {list(self.config.repeat_lengths)})")

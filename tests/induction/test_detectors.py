@@ -33,7 +33,11 @@ def same_result(a, b) -> bool:
         return False
     for name in a.__dataclass_fields__:
         x, y = getattr(a, name), getattr(b, name)
-        if isinstance(x, torch.Tensor):
+        if isinstance(x, dict):
+            assert x.keys() == y.keys()
+            for k in x:
+                torch.testing.assert_close(x[k], y[k], rtol=0, atol=0, equal_nan=True)
+        elif isinstance(x, torch.Tensor):
             torch.testing.assert_close(x, y, rtol=0, atol=0, equal_nan=True)
         elif x != y:
             return False
@@ -91,6 +95,37 @@ def test_uniform_heads_match_closed_forms(planted_scan):
         assert r.duplicate_token[l, h] == pytest.approx(uniform_duplicate(), abs=1e-6)
         assert r.bos_attention[l, h] == pytest.approx(uniform_bos(), abs=1e-6)
     assert uniform_previous() == pytest.approx(0.100694, abs=1e-6)  # (H_25 - H_2) / 23
+    # every probe row gives a uniform head the same score: no spread over rows
+    for name in ("induction", "prefix_matching", "previous_token", "duplicate_token", "bos_attention"):
+        assert float(r.se(name)[1, 1]) == pytest.approx(0.0, abs=1e-6), name
+
+
+def test_standard_errors_are_over_probe_rows(tiny_rotary_gqa):
+    config = il.InductionConfig(repeat_lengths=(5, 10), n_sequences=3, prefix_length=8, weight_scores=False)
+    r = il.find_induction_heads(tiny_rotary_gqa, config)
+    bos = seq.bos_token_id(tiny_rotary_gqa)
+    probe = seq.make_probe_batch(seq.ordinary_token_ids(tiny_rotary_gqa, bos), bos, (5, 10), 3, 8, 4, 0)
+    name = hooks.pattern(1)
+    with torch.no_grad():
+        _, cache = hooks.run_with_cache(tiny_rotary_gqa, probe.tokens, [name])
+    a = cache[name].float()  # [rows, heads, q, k]
+    q = torch.arange(2, probe.tokens.shape[1])
+    per_row = a[:, :, q, q - 1].mean(-1)  # each row's previous-token score
+    # rows of one type (repeat length 5, 10, prefix: 3 each) are draws of the same thing;
+    # every row scores the same number of queries, so each type weighs a third
+    types = [torch.arange(0, 3), torch.arange(3, 6), torch.arange(6, 9)]
+    assert list(probe.kind[:3]) == ["induction"] * 3 and list(probe.kind[6:]) == ["prefix"] * 3
+    expected = sum((per_row[t].std(0) / math.sqrt(3) / 3) ** 2 for t in types).sqrt()
+    torch.testing.assert_close(r.se("previous_token")[1], expected, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(r.previous_token[1], per_row.mean(0), atol=1e-6, rtol=1e-4)
+    assert float(expected.max()) > 1e-4  # random rows do differ
+    df = r.to_dataframe()
+    assert {"induction_se", "previous_token_se", "prefix_matching_se"} <= set(df.columns)
+    row = df[(df.layer == 1) & (df["head"] == 0)].iloc[0]
+    assert row.previous_token_se == pytest.approx(float(expected[0]), abs=1e-6)
+    # the mean over repeat lengths: independent rows, so the variances add
+    se = r.standard_errors["induction"][1, 0]
+    assert row.induction_se == pytest.approx(float(se.square().sum().sqrt() / 2), abs=1e-6)
 
 
 def test_planted_previous_token_induction_and_copying_heads(planted_scan):
