@@ -273,6 +273,20 @@ def ratio_interval(
     return point, float(low), float(high)
 
 
+def mean_interval(values: Any, *, seed: int = 0, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """``(mean, ci_low, ci_high)`` over independent units (prompts, contexts) with a seeded
+    percentile bootstrap interval; NaN values are left out (``(nan, nan, nan)`` if none is left)."""
+    x = np.asarray(values.detach().cpu().double().numpy() if isinstance(values, Tensor) else values, dtype=float)
+    x = x.reshape(-1)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    if x.size == 1:
+        return float(x[0]), float("nan"), float("nan")
+    low, high = _bootstrap_ci([x], np.mean, seed, confidence)
+    return float(x.mean()), low, high
+
+
 def rate_interval(rate: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Wilson interval of an accuracy known only as a rate over ``n`` queries (``rate * n`` rounded)."""
     if n <= 0 or not math.isfinite(rate):

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from icl_lens.core.options import check_choice, choices
 from icl_lens.core.results import Result, register
+from icl_lens.core.stats import PairedComparison, accuracy_ci, compare_paired, format_p, proportion_interval
 
 if TYPE_CHECKING:
     from icl_lens.hypotheses.finetune import IclFinetuneConfig
@@ -43,6 +44,28 @@ class FinetuneComparison:
     def accuracy(self, mode: FinetuneMode) -> float:
         """Test accuracy in one mode (``"zero_shot"``, ``"icl"`` or ``"finetuned"``)."""
         return float(self.correct[MODES.index(check_choice(mode, FinetuneMode, "mode"))].float().mean())
+
+    def interval(self, mode: FinetuneMode) -> tuple[float, float]:
+        """95% Wilson interval of the test accuracy in ``mode``."""
+        row = self.correct[MODES.index(check_choice(mode, FinetuneMode, "mode"))]
+        return proportion_interval(int(row.sum()), int(row.numel()))
+
+    def comparison(self, a: FinetuneMode, b: FinetuneMode, seed: int = 0) -> PairedComparison:
+        """Mode ``a`` against ``b`` on the same test queries (exact McNemar, bootstrap interval)."""
+        i, j = (MODES.index(check_choice(m, FinetuneMode, "mode")) for m in (a, b))
+        return compare_paired(self.correct[i], self.correct[j], names=(a, b), seed=seed)
+
+    @property
+    def rec2ftp_interval(self) -> tuple[float, float]:
+        """95% Wilson interval of Rec2FTP over the ``n_ft_corrections`` queries it is a share of."""
+        zsl, icl, ft = self.correct
+        corrected = ft & ~zsl
+        return proportion_interval(int((icl & corrected).sum()), int(corrected.sum()))
+
+    @property
+    def icl_correction_interval(self) -> tuple[float, float]:
+        zsl, icl, _ = self.correct
+        return proportion_interval(int((icl & ~zsl).sum()), int((~zsl).sum()))
 
     @property
     def rec2ftp(self) -> float:
@@ -83,7 +106,16 @@ class IclFinetuneResult(Result):
         import pandas as pd
 
         def block(m: FinetuneComparison, who: str) -> list[dict[str, Any]]:
-            return [
+            n = int(m.correct.shape[-1])
+            zsl_errors = int((~m.correct[0]).sum())
+            sizes = {
+                "accuracy zero-shot": (m.interval("zero_shot"), n),
+                "accuracy ICL": (m.interval("icl"), n),
+                "accuracy fine-tuned": (m.interval("finetuned"), n),
+                "Rec2FTP": (m.rec2ftp_interval, m.n_ft_corrections),
+                "baseline: ICL correction rate on all ZSL errors": (m.icl_correction_interval, zsl_errors),
+            }
+            rows = [
                 dict(model=who, measure="accuracy zero-shot", value=m.accuracy("zero_shot")),
                 dict(model=who, measure="accuracy ICL", value=m.accuracy("icl")),
                 dict(model=who, measure="accuracy fine-tuned", value=m.accuracy("finetuned")),
@@ -99,6 +131,10 @@ class IclFinetuneResult(Result):
                 dict(model=who, measure="SimAM ICL-FT (mean over layers)", value=float(m.sim_am.mean())),
                 dict(model=who, measure="baseline: SimAM ICL-ZSL", value=float(m.sim_am_zero_shot.mean())),
             ]  # fmt: skip
+            for row in rows:  # shares of queries carry their Wilson interval and count
+                (low, high), count = sizes.get(row["measure"], ((float("nan"), float("nan")), float("nan")))
+                row.update(ci_low=low, ci_high=high, n=count)
+            return rows
 
         rows = block(self.trained, self.model)
         if self.baseline is not None:
@@ -130,10 +166,19 @@ class IclFinetuneResult(Result):
 
     def summary(self) -> str:
         t = self.trained
+        n = int(t.correct.shape[-1])
+        icl_ft = t.comparison("icl", "finetuned", self.config.seed)
+        same = (
+            f"ICL and FT differ (McNemar {format_p(icl_ft.p_value)})"
+            if icl_ft.significant
+            else f"ICL and FT are not told apart by {n} queries (McNemar {format_p(icl_ft.p_value)})"
+        )
+        rec = t.rec2ftp_interval
         text = (
-            f"{self.model} on {self.task}: accuracy ZSL {t.accuracy('zero_shot'):.0%}, ICL {t.accuracy('icl'):.0%}, "
-            f"FT {t.accuracy('finetuned'):.0%}; Rec2FTP {t.rec2ftp:.2f} (ICL corrects {t.icl_correction_rate:.2f} of "
-            f"all ZSL errors); SimAOU {float(t.sim_aou.mean()):+.3f} (random update {float(t.sim_aou_random.mean()):+.3f}, "
+            f"{self.model} on {self.task}, {n} test queries: accuracy ZSL {accuracy_ci(t.accuracy('zero_shot'), n)}, "
+            f"ICL {accuracy_ci(t.accuracy('icl'), n)}, FT {accuracy_ci(t.accuracy('finetuned'), n)}; {same}; "
+            f"Rec2FTP {t.rec2ftp:.2f} [{rec[0]:.2f}, {rec[1]:.2f}] of {t.n_ft_corrections} FT corrections (ICL "
+            f"corrects {t.icl_correction_rate:.2f} of all {int((~t.correct[0]).sum())} ZSL errors); SimAOU {float(t.sim_aou.mean()):+.3f} (random update {float(t.sim_aou_random.mean()):+.3f}, "
             f"random state {float(t.sim_aou_random_state.mean()):+.3f}); "
             f"SimAM {float(t.sim_am.mean()):.3f} (ZSL {float(t.sim_am_zero_shot.mean()):.3f})"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -12,6 +13,15 @@ from torch import Tensor
 from icl_lens.core.options import check_choice, choices
 from icl_lens.core.plotting import pyplot
 from icl_lens.core.results import Result
+from icl_lens.core.stats import (
+    PairedComparison,
+    accuracy_ci,
+    compare_paired,
+    error_bars,
+    mean_interval,
+    rate_interval,
+    verdict,
+)
 
 if TYPE_CHECKING:
     from icl_lens.hypotheses.kernel import KernelRegressionConfig
@@ -72,6 +82,31 @@ class KernelRegressionResult(Result):
         check_choice(target, Target, "target")
         return self.model_prediction if target == "model" else self.gold
 
+    def n_prompts(self, split: PromptSplit = "heldout") -> int:
+        return int(self._rows(split).sum())
+
+    def hits(self, target: Target = "model", split: PromptSplit = "heldout") -> Bool[Tensor, "prompts layers heads"]:
+        """Per prompt of ``split`` and head: whether the head's vote equals the target."""
+        rows = self._rows(split)
+        return self.votes[rows] == self._target(target)[rows][:, None, None]
+
+    def majority_hits(self, target: Target = "model", split: PromptSplit = "heldout") -> Bool[Tensor, " prompts"]:
+        """Per prompt of ``split``: whether the majority label of its demonstrations equals the target."""
+        rows = self._rows(split)
+        counts = torch.nn.functional.one_hot(self.demo_labels[rows], len(self.labels)).sum(1)
+        return counts.argmax(-1) == self._target(target)[rows]
+
+    def vote_vs_majority(self, target: Target = "model") -> PairedComparison:
+        """The picked head's vote against the majority-label baseline on the same held-out
+        prompts (exact McNemar, bootstrap interval on the difference)."""
+        layer, head = self.best_head
+        return compare_paired(
+            self.hits(target)[:, layer, head],
+            self.majority_hits(target),
+            names=(f"vote of L{layer}H{head}", "majority label"),
+            seed=self.config.seed,
+        )
+
     def agreement(self, target: Target = "model", split: PromptSplit = "heldout") -> Float[Tensor, "layers heads"]:
         """Fraction of prompts where each head's vote equals the model's prediction or the gold label."""
         rows = self._rows(split)
@@ -112,7 +147,9 @@ class KernelRegressionResult(Result):
         return float((self.model_prediction[rows] == self.gold[rows]).float().mean())
 
     def summary_table(self) -> Any:
-        """The headline numbers with their baselines, one row each (held-out prompts)."""
+        """The headline numbers with their baselines, one row each (held-out prompts), each with
+        a 95% interval: Wilson for shares of prompts, a bootstrap over prompts for mean
+        correlations (none for chance and the permutation null, which are not estimates)."""
         import pandas as pd
 
         layer, head = self.best_head
@@ -146,6 +183,19 @@ class KernelRegressionResult(Result):
                      value=float(corr.nan_to_num(-1).max())),
                 dict(target=where, measure="mean over all heads", value=float(corr.nanmean())),
             ]  # fmt: skip
+        n = self.n_prompts()
+        for row in rows:
+            m = row["measure"]
+            row["ci_low"] = row["ci_high"] = float("nan")
+            if m.startswith(("vote of", "majority", "ceiling", "model's own")):
+                row["ci_low"], row["ci_high"] = rate_interval(row["value"], n)
+            elif m.startswith("corr of"):
+                l, h = (int(x) for x in re.search(r"L(\d+)H(\d+)", m).groups())  # type: ignore[union-attr]
+                per_prompt = self.correlation_output if "output" in row["target"] else self.correlation_hidden
+                _, row["ci_low"], row["ci_high"] = mean_interval(
+                    per_prompt[self._rows("heldout")][:, l, h], seed=self.config.seed
+                )
+            row["n"] = n
         return pd.DataFrame(rows)
 
     def to_dataframe(self) -> Any:
@@ -155,6 +205,7 @@ class KernelRegressionResult(Result):
         sel = self.agreement("model", "selection")
         held_model = self.agreement("model", "heldout")
         held_gold = self.agreement("gold", "heldout")
+        n = self.n_prompts()
         corr_output, corr_hidden = self.correlation("output"), self.correlation("hidden")
         n_layers, n_heads = sel.shape
         rows = []
@@ -166,6 +217,8 @@ class KernelRegressionResult(Result):
                         head=head,
                         agreement_model_selection=float(sel[layer, head]),
                         agreement_model_heldout=float(held_model[layer, head]),
+                        ci_low=rate_interval(float(held_model[layer, head]), n)[0],
+                        ci_high=rate_interval(float(held_model[layer, head]), n)[1],
                         agreement_gold_heldout=float(held_gold[layer, head]),
                         corr_output_similarity=float(corr_output[layer, head]),
                         corr_hidden_similarity=float(corr_hidden[layer, head]),
@@ -177,13 +230,23 @@ class KernelRegressionResult(Result):
     def summary(self) -> str:
         layer, head = self.best_head
         sl, sh = self.similarity_heads["output"]
+        n = self.n_prompts()
+        corr, low, high = mean_interval(
+            self.correlation_output[self._rows("heldout")][:, sl, sh], seed=self.config.seed
+        )
+        null = self.null_correlation["output"]
+        beyond = abs(corr) > null and (low > 0 or high < 0)
+        vote = verdict(
+            self.vote_vs_majority("model"),
+            subject=f"the vote of L{layer}H{head} (picked on {self.n_prompts('selection')} prompts) vs the majority label",
+            what="agreement with the model",
+        )
         return (
-            f"{self.model} on {self.task}: the vote of L{layer}H{head} (picked on {int(self.selection.sum())} prompts) "
-            f"agrees with the model on {self.best_head_agreement('model'):.0%} of "
-            f"{int((~self.selection).sum())} held-out prompts (majority-label baseline "
-            f"{self.majority_agreement('model'):.0%}, chance {self.chance:.0%}); corr(attention, output "
-            f"similarity) of L{sl}H{sh} {float(self.correlation('output')[sl, sh]):+.2f} "
-            f"(null {self.null_correlation['output']:.2f})"
+            f"{self.model} on {self.task}, {n} held-out prompts: {vote}; chance {self.chance:.0%}, the model's own "
+            f"accuracy {accuracy_ci(self.model_accuracy, n)}; corr(attention, output similarity) of L{sl}H{sh} "
+            f"{corr:+.2f} [{low:+.2f}, {high:+.2f}], "
+            + ("beyond" if beyond else "not beyond")
+            + f" the 95% permutation null ({null:.2f})"
         )
 
     # -- pictures -----------------------------------------------------------------------
@@ -209,10 +272,14 @@ class KernelRegressionResult(Result):
                 self.coverage(target),
             ]
             xs = [i + (t - 0.5) * width for i in range(len(names))]
-            ax.bar(xs, values, width=width, color=color, label=f"vote = {target}'s answer")
+            n = self.n_prompts()
+            low = [rate_interval(v, n)[0] if i != 4 else v for i, v in enumerate(values)]
+            high = [rate_interval(v, n)[1] if i != 4 else v for i, v in enumerate(values)]
+            ax.bar(xs, values, width=width, color=color, yerr=error_bars(values, low, high), capsize=2,
+                   label=f"vote = {target}'s answer")  # fmt: skip
         ax.set_xticks(range(len(names)), names, fontsize="x-small")
         ax.set_ylim(0, 1.05)
-        ax.set_ylabel("share of held-out prompts")
+        ax.set_ylabel(f"share of {self.n_prompts()} held-out prompts (95% CI)")
         ax.set_title(f"Kernel-regression vote: {self.task} ({self.model})", fontsize="medium")
         ax.legend(fontsize="small", loc="upper center")
 

@@ -11,6 +11,7 @@ import torch
 import icl_lens as il
 from icl_lens.core import hooks
 from icl_lens.core.results import results_equal
+from icl_lens.core.stats import proportion_interval
 from icl_lens.hypotheses.finetune import IclFinetuneConfig, compare_icl_finetuning
 from icl_lens.hypotheses.finetune_result import FinetuneComparison
 from icl_lens.hypotheses.finetune_training import (
@@ -115,7 +116,12 @@ def test_compare_leaves_the_model_untouched_and_is_deterministic(tiny_gqa, label
     assert torch.equal(again.trained.correct, result.trained.correct)
     assert torch.allclose(again.trained.sim_aou, result.trained.sim_aou, atol=1e-4)
     assert torch.allclose(again.trained.sim_am, result.trained.sim_am, atol=1e-4)
-    assert len(result.summary_table()) == 24 and result.to_png() is not None
+    table = result.summary_table()
+    assert len(table) == 24 and result.to_png() is not None
+    row = table[(table.model == result.model) & (table.measure == "accuracy ICL")].iloc[0]
+    k = int(result.trained.correct[1].sum())
+    assert (row.ci_low, row.ci_high) == pytest.approx(proportion_interval(k, 6)) and row.n == 6
+    assert "6 test queries" in result.summary() and "McNemar" in result.summary()
     result.save(tmp_path / "ft")
     assert results_equal(result, il.load_result(tmp_path / "ft"))
 
@@ -139,6 +145,12 @@ def test_rec2ftp_by_hand():
     assert m.rec2ftp == pytest.approx(1 / 2)  # ICL fixes query 0 of those, not query 1
     assert m.icl_correction_rate == pytest.approx(2 / 3)  # ICL fixes queries 0 and 2 of the 3 ZSL errors
     assert m.accuracy("finetuned") == 0.75
+    # intervals: Rec2FTP is 1 of 2 FT corrections, the correction rate 2 of 3 ZSL errors
+    assert m.rec2ftp_interval == pytest.approx(proportion_interval(1, 2))
+    assert m.icl_correction_interval == pytest.approx(proportion_interval(2, 3))
+    assert m.interval("finetuned") == pytest.approx(proportion_interval(3, 4))
+    c = m.comparison("icl", "finetuned")  # discordant: query 1 (FT only), query 2 (ICL only)
+    assert (c.a_only, c.b_only) == (1, 1) and c.p_value == pytest.approx(1.0) and not c.significant
 
 
 def test_training_examples_are_the_zero_shot_prompts_and_their_labels(tiny, label_task):

@@ -11,6 +11,7 @@ import torch
 import icl_lens as il
 from icl_lens.core import hooks
 from icl_lens.core.results import results_equal
+from icl_lens.core.stats import proportion_interval
 from icl_lens.hypotheses.kernel import (
     KernelRegressionConfig,
     demo_attention,
@@ -120,6 +121,17 @@ def test_head_is_picked_on_the_selection_split_only(tiny, label_task):
     expected = sum(m == result.model_prediction[r].item() for m, r in zip(majority, rows, strict=True)) / len(rows)
     assert result.majority_agreement("model") == pytest.approx(expected)
     assert result.chance == pytest.approx(1 / 3)
+    # the vote against the majority label: paired on the same held-out prompts (exact McNemar)
+    bl, bh = result.best_head
+    vote_hits = [result.votes[r, bl, bh].item() == result.model_prediction[r].item() for r in rows]
+    c = result.vote_vs_majority("model")
+    assert c.n == 6 and c.a_only == sum(v and m != result.model_prediction[r].item()
+                                        for v, m, r in zip(vote_hits, majority, rows, strict=True))  # fmt: skip
+    table = result.summary_table()
+    vote_row = table[table.measure.str.startswith("vote of")].iloc[0]
+    k = round(vote_row.value * 6)
+    assert (vote_row.ci_low, vote_row.ci_high) == pytest.approx(proportion_interval(k, 6))
+    assert "held-out prompts" in result.summary() and "permutation null" in result.summary()
     # the ceiling of any vote: the target label must be among the demonstrations
     present = [(result.demo_labels[r] == result.model_prediction[r]).any().item() for r in rows]
     assert result.coverage("model") == pytest.approx(sum(present) / len(rows))
