@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,30 @@ def test_report_files(report):
         assert section["status"] in {"ok", "skipped"}, (key, section["note"])
     # The view opens on SmolLM2's strongest induction head, L18H6 (TransformerLens's detector agrees).
     assert report.attention_heads[0] == (18, 6)
+
+
+@pytest.mark.smollm2
+def test_every_accuracy_in_the_report_has_its_interval(report):
+    by_key = {o.section.key: o for o in report.outcomes}
+    html = report.html_path.read_text()
+    # the tables the page shows: accuracies with ci_low / ci_high, head scores with their standard error
+    for key, columns in (
+        ("accuracy", ("ci_low", "ci_high")),
+        ("task_vector", ("ci_low", "ci_high", "dev_ci_low", "n_test")),
+        ("implant", ("ci_low", "ci_high", "n_test")),
+        ("kernel_regression", ("ci_low", "ci_high")),
+        ("function_vector", ("aie_se",)),
+        ("induction", ("induction_se", "previous_token_se")),
+    ):
+        table = by_key[key].table_html
+        for column in columns:
+            assert f"<th>{column}</th>" in table, (key, column)
+    # the summaries: every percentage an accuracy, each followed by its interval
+    for key in ("accuracy", "task_vector", "implant", "function_vector", "kernel_regression"):
+        summary = by_key[key].summary
+        assert re.search(r"\d+% \[\d+%, \d+%\]", summary), (key, summary)
+        assert escape(summary) in html
+    assert "McNemar" in by_key["implant"].summary and "McNemar" in by_key["task_vector"].summary
 
 
 @pytest.mark.smollm2
