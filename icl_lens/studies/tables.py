@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from icl_lens.core.results import Result
-from icl_lens.core.stats import pct, proportion_interval
+from icl_lens.core.stats import accuracy_ci, proportion_interval
 
 
 def with_intervals(row: dict[str, Any], columns: tuple[str, ...], n_key: str) -> dict[str, Any]:
@@ -65,9 +65,12 @@ class StudyAccuracyResult(Result):
         parts = []
         for model, sub in df.groupby("model", sort=False):
             lo, hi = sub["shots"].min(), sub["shots"].max()
-            a0 = sub[sub.shots == lo]["accuracy"].mean()
-            a1 = sub[sub.shots == hi]["accuracy"].mean()
-            parts.append(f"{model}: mean over {sub.task.nunique()} tasks {pct(a0)} at {lo} shots, {pct(a1)} at {hi}")
+            texts = []
+            for k in (lo, hi):
+                at = sub[sub.shots == k]
+                n = int(at.n.sum())  # every prompt of every task counted once
+                texts.append(f"{accuracy_ci(float((at.accuracy * at.n).sum()) / n, n)} at {k} shots")
+            parts.append(f"{model}, pooled over {sub.task.nunique()} tasks: " + ", ".join(texts))
         return "; ".join(parts)
 
     def _plot(self, ax: Any) -> None:

@@ -10,7 +10,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from icl_lens.core.results import Result
-from icl_lens.core.stats import pct
+from icl_lens.core.stats import accuracy_ci
 from icl_lens.studies.tables import pct_with_interval, with_intervals
 from icl_lens.studies.universal import heads_label
 
@@ -98,9 +98,14 @@ class UniversalFvResult(Result):
             f"{len(self.tasks)} tasks where ICL beats zero-shot by {self.margin:.0%})"
         )
         if used.zs_universal.notna().any():
+            n = int(used.n_test.sum())
+
+            def pooled(c: str) -> str:  # every test query of those tasks counted once
+                return accuracy_ci(float((used[c] * used.n_test).sum()) / n, n)
+
             text += (
-                f"; zero-shot + universal FV {pct(used.zs_universal.mean())} vs own FV {pct(used.zs_fv.mean())}, "
-                f"zero-shot {pct(used.zero_shot.mean())}, ICL {pct(used.icl.mean())} (means over those tasks)"
+                f"; pooled over their {n} test queries, zero-shot + universal FV {pooled('zs_universal')} vs own FV "
+                f"{pooled('zs_fv')}, zero-shot {pooled('zero_shot')}, ICL {pooled('icl')}"
             )
         return text
 

@@ -144,6 +144,23 @@ class FunctionVectorResult(FromOrigin, Result):
             f"|v| = {float(self.vector.norm()):.2f}{folds}"
         )
 
+    def plot_heads(self, k: int = 10, ax: Any = None) -> Any:
+        """The ``k`` heads with the highest AIE, with 95% error bars (1.96 standard errors over prompts)."""
+        from icl_lens.core.plotting import figure_and_axes
+
+        fig, ax = figure_and_axes(ax)
+        top = self.ranking()[:k]
+        values = [float(self.aie[l, h]) for l, h in top]
+        se = self.aie_se
+        ax.bar(range(len(top)), values, yerr=[1.96 * float(se[l, h]) for l, h in top], capsize=3,
+               color=["C0" if (l, h) in set(self.heads) else "C7" for l, h in top])  # fmt: skip
+        ax.set_xticks(range(len(top)), [f"L{l}H{h}" for l, h in top], rotation=45, fontsize=8)
+        ax.axhline(0, color="0.5", lw=0.5)
+        ax.set_ylabel(f"AIE (change in {self.config.metric}), 95% CI")
+        ax.set_title(f"Top heads: {self.origin.task} ({self.aie_per_prompt.shape[-1]} shuffled prompts)")
+        fig.tight_layout()
+        return fig
+
     def _plot(self, ax: Any) -> None:
         data = self.aie.float().numpy()
         lim = max(abs(float(data.min())), abs(float(data.max())), 1e-9)

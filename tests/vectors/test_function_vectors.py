@@ -73,6 +73,7 @@ def test_aie_matches_a_plain_loop(tiny_gqa, word_task, fv):
 
     baseline = answer_prob()
     expected = torch.zeros(s.n_layers, s.n_heads)
+    expected_se = torch.zeros(s.n_layers, s.n_heads)
     for l in range(s.n_layers):
         for h in range(s.n_heads):
 
@@ -81,8 +82,14 @@ def test_aie_matches_a_plain_loop(tiny_gqa, word_task, fv):
                 act[torch.arange(act.shape[0]), shuffled.last_pos, h] = fv.mean_z[l, h]
                 return act
 
-            expected[l, h] = (answer_prob([(hooks.z(l), patch)]) - baseline).mean()
+            effect = answer_prob([(hooks.z(l), patch)]) - baseline
+            expected[l, h] = effect.mean()
+            expected_se[l, h] = effect.std() / 2  # standard error over the 4 prompts
     torch.testing.assert_close(fv.aie, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(fv.aie_se, expected_se, atol=1e-5, rtol=1e-3)
+    df = fv.to_dataframe()
+    assert (df.n_prompts == 4).all() and df.aie_se.iloc[0] == pytest.approx(float(expected_se[fv.heads[0]]), abs=1e-5)
+    assert fv.plot_heads(3).axes
     torch.testing.assert_close(fv.baseline, baseline, atol=1e-6, rtol=1e-5)
     assert expected.abs().max() > 1e-5  # the check means something: some head moves the probability
 
