@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float, Int, Shaped
 from torch import Tensor
 
 from icl_lens.core.errors import ModelContractError
@@ -314,8 +314,8 @@ def run_with_cache(
 
 
 def gather_positions(
-    acts: Float[Tensor, "batch pos ..."], positions: Int[Tensor, " batch"]
-) -> Float[Tensor, "batch ..."]:
+    acts: Shaped[Tensor, "batch pos ..."], positions: Int[Tensor, " batch"]
+) -> Shaped[Tensor, "batch ..."]:
     """Pick one position per row: ``acts[i, positions[i]]``."""
     idx = positions.to(acts.device).long()
     return acts[torch.arange(acts.shape[0], device=acts.device), idx]
