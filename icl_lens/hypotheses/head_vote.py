@@ -10,6 +10,7 @@ same two pieces: picking the head on a pool of pairs, and reading its vote on a 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -18,7 +19,7 @@ from torch import Tensor
 from icl_lens.core.errors import ConfigError, TaskError
 from icl_lens.core.hooks import HookedModel
 from icl_lens.hypotheses.kernel import KernelRegressionConfig, demo_attention, kernel_regression, kernel_vote
-from icl_lens.hypotheses.recognition import label_first_tokens, task_labels
+from icl_lens.hypotheses.recognition import task_labels
 from icl_lens.prompting.evaluation import answer_logprobs
 from icl_lens.prompting.prompts import PromptBatch, Template
 from icl_lens.prompting.tasks import Task
@@ -62,6 +63,42 @@ class BatchAnswers:
     label_share: Float[Tensor, " batch"] | None
 
 
+def label_answer_tokens(tokenizer: Any, labels: tuple[str, ...], template: Template) -> tuple[list[int], Tensor]:
+    """The tokens every label starts with (usually none) and each label's first token after them.
+
+    A tokenizer that splits digits gives every number label the same first token (the
+    space before it, on SmolLM2); the labels are then told apart at the first token where
+    they differ. Raises :class:`ConfigError` when two labels never differ there.
+    """
+    lead = template.parts()[3]
+    encoded = [list(tokenizer.encode(lead + y, add_special_tokens=False)) for y in labels]
+    n = 0
+    while all(len(e) > n + 1 for e in encoded) and len({e[n] for e in encoded}) == 1:
+        n += 1
+    ids = [e[n] if len(e) > n else -1 for e in encoded]
+    if len(set(ids)) != len(ids) or -1 in ids:
+        raise ConfigError(
+            f"labels {labels} cannot be told apart by one token after {lead!r}; give labels whose "
+            "tokenizations differ (e.g. other words or symbols)."
+        )
+    return encoded[0][:n], torch.tensor(ids, dtype=torch.long)
+
+
+def force_prefix(batch: PromptBatch, prefix: list[int], text: str) -> PromptBatch:
+    """``batch`` with ``prefix`` appended to every prompt (teacher forcing); left padding only."""
+    if batch.padding_side != "left":
+        raise ConfigError("a shared label prefix can only be appended to left-padded prompts")
+    n = len(prefix)
+    extra = torch.tensor(prefix, dtype=torch.long).expand(len(batch), n)
+    return dataclasses.replace(
+        batch,
+        tokens=torch.cat([batch.tokens, extra], 1),
+        attention_mask=torch.cat([batch.attention_mask, torch.ones_like(extra)], 1),
+        last_pos=batch.last_pos + n,
+        texts=tuple(t + text for t in batch.texts),
+    )
+
+
 def batch_answers(
     model: HookedModel,
     batch: PromptBatch,
@@ -73,7 +110,22 @@ def batch_answers(
 ) -> BatchAnswers:
     """Run ``batch`` once: first-token top-1 correctness, and with ``labels`` the
     label-restricted prediction, the gold label, the share of demonstrations carrying the
-    gold label and (with ``head``) the head's attention-weighted vote."""
+    gold label and (with ``head``) the head's attention-weighted vote.
+
+    When every label starts with the same tokens (see :func:`label_answer_tokens`), those
+    are appended to the prompts and every prediction is read at the first token where the
+    labels differ: top-1 correctness then means that token, given the shared start.
+    """
+    label_ids = None
+    index = {y: i for i, y in enumerate(labels or ())}
+    if labels is not None:
+        outside = sorted(({y for demos in batch.demos for _, y in demos} | set(batch.answers)) - set(labels))
+        if outside:
+            raise ConfigError(f"outputs {outside[:5]} are not among the labels {labels}")
+        prefix, label_ids = label_answer_tokens(model.tokenizer, labels, template)
+        if prefix:
+            batch = force_prefix(batch, prefix, model.tokenizer.decode(prefix))
+            batch = dataclasses.replace(batch, answer_ids=label_ids[[index[a] for a in batch.answers]])
     if head is not None and batch.n_shots > 0:
         attention, logprobs = demo_attention(model, batch, layers=[head[0]], batch_size=batch_size)
         weights = attention[:, 0, head[1]]
@@ -82,11 +134,7 @@ def batch_answers(
     correct = logprobs.argmax(-1) == batch.answer_ids
     if labels is None:
         return BatchAnswers(correct, None, None, None, None)
-    index = {y: i for i, y in enumerate(labels)}
-    outside = sorted(({y for demos in batch.demos for _, y in demos} | set(batch.answers)) - set(labels))
-    if outside:
-        raise ConfigError(f"outputs {outside[:5]} are not among the labels {labels}")
-    label_ids = label_first_tokens(model.tokenizer, labels, template)
+    assert label_ids is not None
     prediction = logprobs[:, label_ids].argmax(-1)
     gold = torch.tensor([index[a] for a in batch.answers], dtype=torch.long)
     demo_labels = torch.tensor([[index[y] for _, y in demos] for demos in batch.demos], dtype=torch.long)

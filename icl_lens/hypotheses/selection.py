@@ -99,8 +99,17 @@ class SelectionConfig(Config):
         get_template(self.template)
 
 
-def split_queries(task: Task, n_queries: int, pool_size: int | None, seed: int) -> tuple[Task, Task]:
-    """A seeded split into ``n_queries`` test pairs and a disjoint pool (``pool_size`` pairs or the rest)."""
+def split_queries(task: Task, n_queries: int, pool_size: int | None, seed: int, min_pool: int = 1) -> tuple[Task, Task]:
+    """A seeded split into ``n_queries`` test pairs and a disjoint pool (``pool_size`` pairs or the rest).
+
+    Raises:
+        ConfigError: the task has too few pairs for ``n_queries`` and a pool of ``min_pool``.
+    """
+    if len(task) < n_queries + max(1, min_pool):
+        raise ConfigError(
+            f"task {task.name!r} has {len(task)} pairs: {n_queries} queries and a pool of at least "
+            f"{max(1, min_pool)} demonstrations do not fit; ask for fewer queries or demonstrations."
+        )
     order = list(range(len(task)))
     random.Random(f"{seed}:selection").shuffle(order)
     rest = order[n_queries:] if pool_size is None else order[n_queries : n_queries + pool_size]
@@ -174,12 +183,7 @@ def demonstration_selection(
     cfg = SelectionConfig.resolve(config, overrides)
     task = load_task(task)
     template = get_template(cfg.template)
-    queries, pool = split_queries(task, cfg.n_queries, cfg.pool_size, cfg.seed)
-    if len(queries) < cfg.n_queries or len(pool) < max(cfg.ks):
-        raise ConfigError(
-            f"task {task.name!r} has {len(task)} pairs: {cfg.n_queries} queries and a pool of at least "
-            f"k={max(cfg.ks)} demonstrations do not fit; lower n_queries or ks."
-        )
+    queries, pool = split_queries(task, cfg.n_queries, cfg.pool_size, cfg.seed, min_pool=max(cfg.ks))
     labels = labels_or_none(task)
     n_layers = hooks.spec(model).n_layers
     layer = n_layers // 2 if cfg.layer is None else cfg.layer

@@ -91,7 +91,7 @@ def test_open_task_and_bad_input(tiny, word_task):
         demonstration_selection(tiny, word_task, ks=(1,), n_queries=5, template="{input}={output}\n")
     with pytest.raises(il.ConfigError, match="method"):
         SelectionConfig(methods=("closest",))
-    with pytest.raises(il.ConfigError, match="lower n_queries"):
+    with pytest.raises(il.ConfigError, match="fewer queries"):
         demonstration_selection(tiny, word_task, ks=(30,), n_queries=5, methods=("random",))
     queries, pool = split_queries(word_task, 5, 10, seed=0)
     assert len(queries) == 5 and len(pool) == 10 and not set(queries.pairs) & set(pool.pairs)
