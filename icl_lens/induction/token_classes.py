@@ -26,6 +26,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from icl_lens.core.errors import ConfigError
+from icl_lens.core.stats import PairedComparison, compare_paired
 
 TokenClass = Literal["reference", "consistent", "inconsistent"]
 TOKEN_CLASSES: tuple[str, ...] = ("reference", "consistent", "inconsistent")
@@ -67,3 +68,17 @@ def class_means(loss: Float[Tensor, "unit pos"], classes: Int[Tensor, "unit pos"
         total = torch.where(mask, loss, torch.zeros_like(loss)).sum(1)
         out.append(total / mask.sum(1))
     return torch.stack(out, 1).float()
+
+
+def paired_over_units(a: Tensor, b: Tensor, names: tuple[str, str], seed: int) -> PairedComparison:
+    """``compare_paired`` over the units (contexts, sequences) where both values exist
+    (with fewer than two, the difference alone: interval and p-value NaN)."""
+    keep = a.isfinite() & b.isfinite()
+    if int(keep.sum()) < 2:  # one unit: a mean difference, but nothing to test it against
+        x, y = a[keep].double(), b[keep].double()
+        d = float((x - y).mean()) if keep.any() else float("nan")
+        nan = float("nan")
+        return PairedComparison(
+            names[0], names[1], float(x.mean()), float(y.mean()), d, nan, nan, nan, "none", int(keep.sum())
+        )
+    return compare_paired(a[keep], b[keep], names=names, seed=seed)

@@ -10,17 +10,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from icl_lens.core.results import Result
-from icl_lens.core.stats import PairedComparison, compare_paired, format_p, mean_interval, proportion_interval
-from icl_lens.induction.token_classes import CLASS_COLORS, TOKEN_CLASSES, class_means
+from icl_lens.core.stats import PairedComparison, format_p, mean_interval, proportion_interval
+from icl_lens.induction.token_classes import CLASS_COLORS, TOKEN_CLASSES, class_means, paired_over_units
 
 if TYPE_CHECKING:
     from icl_lens.induction.token_losses import InductionTokenConfig
-
-
-def paired_over_units(a: Tensor, b: Tensor, names: tuple[str, str], seed: int) -> PairedComparison:
-    """``compare_paired`` over the units (contexts, sequences) where both values exist."""
-    keep = a.isfinite() & b.isfinite()
-    return compare_paired(a[keep], b[keep], names=names, seed=seed)
 
 
 def comparison_row(c: PairedComparison, **extra: Any) -> dict[str, Any]:

@@ -10,9 +10,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from icl_lens.core.results import Result
-from icl_lens.core.stats import PairedComparison, compare_paired, mean_interval, proportion_interval
+from icl_lens.core.stats import PairedComparison, mean_interval, proportion_interval
 from icl_lens.induction.icl_score import bin_centres, log_derivative, log_position_bins
-from icl_lens.induction.token_classes import CLASS_COLORS, CONSISTENT, INCONSISTENT, TOKEN_CLASSES
+from icl_lens.induction.token_classes import CLASS_COLORS, CONSISTENT, INCONSISTENT, TOKEN_CLASSES, paired_over_units
 from icl_lens.induction.toy import ToyConfig
 
 if TYPE_CHECKING:
@@ -93,8 +93,7 @@ class TokenTrainingResult(Result):
         paired by sequence (permutation test, bootstrap interval)."""
         s = len(self.steps) - 1 if step is None else self.steps.index(step)
         a, b = self.sequence_loss[s, :, INCONSISTENT], self.sequence_loss[s, :, CONSISTENT]
-        keep = a.isfinite() & b.isfinite()
-        return compare_paired(a[keep], b[keep], names=("inconsistent", "consistent"), seed=self.config.seed)
+        return paired_over_units(a, b, ("inconsistent", "consistent"), self.config.seed)
 
     def derivative_map(self) -> tuple[Float[Tensor, " bin"], Float[Tensor, "checkpoint bin"]]:
         """``d loss / d ln(position)`` at each checkpoint, between log-spaced position bins.

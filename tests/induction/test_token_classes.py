@@ -55,6 +55,8 @@ def test_text_on_a_tiny_model_is_classed_as_by_hand(tiny, tmp_path):
     hand = float(r.loss[0][r.classes[0] == C].mean())
     assert consistent.loss == pytest.approx(hand, rel=1e-5) and consistent.n_contexts == 1
     assert not r.has_ablation and r.ablation_table().empty
+    d = r.differences()  # one context: the differences, but no test
+    assert (d.n == 1).all() and d.p_value.isna().all() and d.difference.notna().all()
     loaded = il.load_result(r.save(tmp_path / "tokens"))
     assert torch.equal(loaded.classes, r.classes) and torch.equal(loaded.loss.nan_to_num(), r.loss.nan_to_num())
 
