@@ -81,7 +81,47 @@ def toy(out: Path, fast: bool) -> None:
     _say(result.summary())
 
 
-PARTS = {"tokens": tokens, "toy": toy}
+def selection(out: Path, fast: bool) -> None:
+    from icl_lens.hypotheses.selection import demonstration_selection
+
+    model = il.load_model("smollm2")
+    frames = []
+    for name in CLASSIFICATION_TASKS[:1] if fast else CLASSIFICATION_TASKS:
+        started = time.perf_counter()
+        sizes = dict(n_queries=8, ks=(2,), kernel_prompts=4) if fast else dict(n_queries=100)
+        result = demonstration_selection(model, name, **sizes)
+        _say(f"{name}: {time.perf_counter() - started:.0f} s")
+        result.save(out / name)
+        result.plot().savefig(out / f"{name}.png", dpi=100)
+        df = result.to_dataframe()
+        df.insert(0, "task", name)
+        df.insert(1, "kernel_head", f"L{result.kernel_head[0]}H{result.kernel_head[1]}")
+        frames.append(df)
+        _say(result.summary())
+    _table("selection", pd.concat(frames, ignore_index=True), out)
+
+
+def formats(out: Path, fast: bool) -> None:
+    from icl_lens.hypotheses.formats import format_sensitivity
+
+    model = il.load_model("smollm2")
+    frames = []
+    for name in CLASSIFICATION_TASKS[:1] if fast else CLASSIFICATION_TASKS:
+        started = time.perf_counter()
+        sizes = dict(n_prompts=8, n_shots=2, kernel_prompts=4) if fast else dict(n_prompts=100)
+        result = format_sensitivity(model, name, **sizes)
+        _say(f"{name}: {time.perf_counter() - started:.0f} s; label stand-ins {result.label_maps}")
+        result.save(out / name)
+        result.plot().savefig(out / f"{name}.png", dpi=100)
+        df = result.to_dataframe()
+        df.insert(0, "task", name)
+        df.insert(1, "kernel_head", f"L{result.kernel_head[0]}H{result.kernel_head[1]}")
+        frames.append(df)
+        _say(result.summary())
+    _table("formats", pd.concat(frames, ignore_index=True), out)
+
+
+PARTS = {"tokens": tokens, "toy": toy, "selection": selection, "format": formats}
 
 
 def main(argv: list[str] | None = None) -> int:
