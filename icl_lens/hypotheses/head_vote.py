@@ -19,10 +19,12 @@ from torch import Tensor
 from icl_lens.core.errors import ConfigError, TaskError
 from icl_lens.core.hooks import HookedModel
 from icl_lens.hypotheses.kernel import KernelRegressionConfig, demo_attention, kernel_regression, kernel_vote
-from icl_lens.hypotheses.recognition import task_labels
-from icl_lens.prompting.evaluation import answer_logprobs
-from icl_lens.prompting.prompts import PromptBatch, Template
+from icl_lens.hypotheses.labels import label_restricted_prediction, task_labels
+from icl_lens.prompting.encoding import tokenizer_of
+from icl_lens.prompting.evaluation import next_token_logprobs
+from icl_lens.prompting.prompts import PromptBatch
 from icl_lens.prompting.tasks import Task
+from icl_lens.prompting.templates import Template
 
 
 def labels_or_none(task: Task) -> tuple[str, ...] | None:
@@ -70,7 +72,7 @@ def label_answer_tokens(tokenizer: Any, labels: tuple[str, ...], template: Templ
     space before it, on SmolLM2); the labels are then told apart at the first token where
     they differ. Raises :class:`ConfigError` when two labels never differ there.
     """
-    lead = template.parts()[3]
+    lead = template.output_lead
     encoded = [list(tokenizer.encode(lead + y, add_special_tokens=False)) for y in labels]
     n = 0
     while all(len(e) > n + 1 for e in encoded) and len({e[n] for e in encoded}) == 1:
@@ -122,20 +124,21 @@ def batch_answers(
         outside = sorted(({y for demos in batch.demos for _, y in demos} | set(batch.answers)) - set(labels))
         if outside:
             raise ConfigError(f"outputs {outside[:5]} are not among the labels {labels}")
-        prefix, label_ids = label_answer_tokens(model.tokenizer, labels, template)
+        tokenizer = tokenizer_of(model)
+        prefix, label_ids = label_answer_tokens(tokenizer, labels, template)
         if prefix:
-            batch = force_prefix(batch, prefix, model.tokenizer.decode(prefix))
+            batch = force_prefix(batch, prefix, tokenizer.decode(prefix))
             batch = dataclasses.replace(batch, answer_ids=label_ids[[index[a] for a in batch.answers]])
     if head is not None and batch.n_shots > 0:
         attention, logprobs = demo_attention(model, batch, layers=[head[0]], batch_size=batch_size)
         weights = attention[:, 0, head[1]]
     else:
-        logprobs, weights = answer_logprobs(model, batch, batch_size=batch_size), None
+        logprobs, weights = next_token_logprobs(model, batch, batch_size=batch_size), None
     correct = logprobs.argmax(-1) == batch.answer_ids
     if labels is None:
         return BatchAnswers(correct, None, None, None, None)
     assert label_ids is not None
-    prediction = logprobs[:, label_ids].argmax(-1)
+    prediction = label_restricted_prediction(logprobs, label_ids)
     gold = torch.tensor([index[a] for a in batch.answers], dtype=torch.long)
     demo_labels = torch.tensor([[index[y] for _, y in demos] for demos in batch.demos], dtype=torch.long)
     share = (demo_labels == gold[:, None]).float().mean(-1) if batch.n_shots else torch.zeros(len(gold))

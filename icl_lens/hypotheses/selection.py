@@ -46,10 +46,12 @@ from icl_lens.core.options import check_choice, choices
 from icl_lens.core.progress import progress
 from icl_lens.core.results import Config
 from icl_lens.hypotheses.head_vote import batch_answers, labels_or_none, pick_kernel_head
-from icl_lens.hypotheses.kernel import KernelRegressionResult, input_representations, similarity_matrices
+from icl_lens.hypotheses.kernel import input_representations, similarity_matrices
+from icl_lens.hypotheses.kernel_result import KernelRegressionResult
 from icl_lens.hypotheses.selection_result import DemonstrationSelectionResult
-from icl_lens.prompting.prompts import Template, build_prompts, get_template
+from icl_lens.prompting.prompts import build_prompts
 from icl_lens.prompting.tasks import Task, load_task
+from icl_lens.prompting.templates import Template, get_template
 
 Selection = Literal["nearest", "kernel", "random", "farthest"]
 SELECTIONS: tuple[str, ...] = choices(Selection)

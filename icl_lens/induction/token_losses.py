@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,13 +29,13 @@ from icl_lens.core.options import check_choice
 from icl_lens.core.progress import progress
 from icl_lens.core.results import Config
 from icl_lens.induction.confirm import random_head_sets
-from icl_lens.induction.detectors import InductionConfig, InductionHeadsResult, find_induction_heads
+from icl_lens.induction.detectors import InductionConfig, find_induction_heads
+from icl_lens.induction.detectors_result import InductionHeadsResult
 from icl_lens.induction.icl_score import IclScoreConfig, context_tokens, per_token_loss
 from icl_lens.induction.token_classes import classify_tokens
 from icl_lens.induction.token_losses_result import InductionTokenLossResult
 from icl_lens.patching.ablation import ablate_heads, normalize_heads
-
-AblationMethod = Literal["zero", "mean", "resample"]
+from icl_lens.patching.options import AblationMethod
 
 
 @dataclasses.dataclass(frozen=True)

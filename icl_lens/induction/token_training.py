@@ -33,10 +33,12 @@ from icl_lens.core.errors import ConfigError
 from icl_lens.core.progress import progress
 from icl_lens.core.results import Config
 from icl_lens.induction.icl_score import per_token_loss
-from icl_lens.induction.phase import EVAL_SEED_OFFSET, PhaseChangeResult, PhaseConfig, crossing_step, phase_change
+from icl_lens.induction.phase import EVAL_SEED_OFFSET, PhaseConfig, crossing_step, phase_change
+from icl_lens.induction.phase_result import PhaseChangeResult
 from icl_lens.induction.token_classes import CONSISTENT, INCONSISTENT, class_means, classify_tokens
 from icl_lens.induction.token_training_result import TokenTrainingResult
-from icl_lens.induction.toy import ToyRun, toy_batch
+from icl_lens.induction.toy import toy_batch
+from icl_lens.induction.toy_result import ToyRun
 
 
 @dataclasses.dataclass(frozen=True)
