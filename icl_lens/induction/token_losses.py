@@ -51,6 +51,8 @@ class InductionTokenConfig(Config):
         method: ablation (``"mean"``: each head's mean output over the contexts).
         n_bins: log-spaced position bins of the by-position tables and plots.
         batch_size: contexts per forward pass.
+        scan: the :func:`find_induction_heads` settings that rank the heads when no
+            ``heads=`` ranking is given (weight scores off: only attention ranks them).
     """
 
     n_contexts: int = 16
@@ -61,6 +63,7 @@ class InductionTokenConfig(Config):
     n_bins: int = 12
     batch_size: int = 2
     seed: int = 0
+    scan: InductionConfig = InductionConfig(weight_scores=False)
 
     def __post_init__(self) -> None:
         check_choice(self.method, AblationMethod, "method")
@@ -139,7 +142,7 @@ def _ranking(
     model: HookedModel, heads: InductionHeadsResult | Sequence[tuple[int, int]] | None, cfg: InductionTokenConfig
 ) -> list[tuple[int, int]]:
     if heads is None:
-        heads = find_induction_heads(model, InductionConfig(weight_scores=False, seed=cfg.seed))
+        heads = find_induction_heads(model, cfg.scan)
     if isinstance(heads, InductionHeadsResult):
         ranking = heads.top_heads(cfg.k)
     else:
