@@ -20,6 +20,7 @@ from icl_lens.core.errors import ConfigError, TaskError
 from icl_lens.core.hooks import HookedModel
 from icl_lens.hypotheses.kernel import KernelRegressionConfig, demo_attention, kernel_regression, kernel_vote
 from icl_lens.hypotheses.labels import label_restricted_prediction, task_labels
+from icl_lens.patching.metrics import top1_correct
 from icl_lens.prompting.encoding import tokenizer_of
 from icl_lens.prompting.evaluation import next_token_logprobs
 from icl_lens.prompting.prompts import PromptBatch
@@ -134,7 +135,7 @@ def batch_answers(
         weights = attention[:, 0, head[1]]
     else:
         logprobs, weights = next_token_logprobs(model, batch, batch_size=batch_size), None
-    correct = logprobs.argmax(-1) == batch.answer_ids
+    correct = top1_correct(logprobs, batch).bool()
     if labels is None:
         return BatchAnswers(correct, None, None, None, None)
     assert label_ids is not None
