@@ -111,10 +111,12 @@ def test_toy_classes_part_at_the_phase_change(small_runs, small_phase_config, tm
         induction_token_losses_over_training(dataclasses.replace(run, checkpoint_steps=(0, 100)), phase=phase)
 
 
+@pytest.mark.slow
 @pytest.mark.smollm2
 def test_smollm2_consistent_tokens_are_cheap_and_need_induction_heads(smollm2):
+    # Small: a 4-row scan ranks the heads, 2 contexts of 200 tokens, zero ablation (no reference pass).
     heads = il.find_induction_heads(smollm2, repeat_lengths=(10,), n_sequences=4, weight_scores=False)
-    cfg = InductionTokenConfig(n_contexts=2, context_length=300, k=5, n_random_draws=1, batch_size=1)
+    cfg = InductionTokenConfig(n_contexts=2, context_length=200, k=5, n_random_draws=1, method="zero")
     r = induction_token_losses(smollm2, None, cfg, heads=heads, show_progress=False)
     base = r.class_table().set_index(["condition", "token_class"]).loss["baseline"]
     assert base["consistent"] < base["reference"] - 1.0 and base["inconsistent"] > base["consistent"] + 1.0
