@@ -131,7 +131,7 @@ def batch_answers(
             batch = force_prefix(batch, prefix, tokenizer.decode(prefix))
             batch = dataclasses.replace(batch, answer_ids=label_ids[[index[a] for a in batch.answers]])
     if head is not None and batch.n_shots > 0:
-        attention, logprobs = demo_attention(model, batch, layers=[head[0]], batch_size=batch_size)
+        attention, logprobs = demo_attention(model, batch, layers=[head[0]], batch_size=batch_size, show_progress=False)
         weights = attention[:, 0, head[1]]
     else:
         logprobs, weights = next_token_logprobs(model, batch, batch_size=batch_size), None

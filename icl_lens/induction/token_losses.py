@@ -45,7 +45,9 @@ class InductionTokenConfig(Config):
     Args:
         n_contexts, context_length, seed: contexts cut from a text as for
             :func:`icl_lens.icl_score` (non-overlapping slices picked with ``seed``, BOS
-            prepended). A token tensor passed as the text is used as is.
+            prepended). A token tensor passed as the text is used as is. Intervals are
+            bootstrapped over contexts: with fewer than about 8 they are too narrow, and
+            the permutation p-value is the check to read.
         k: induction heads ablated (the top ``k`` of the ranking); 0 skips the ablation.
         n_random_draws: sets of ``k`` random heads ablated for comparison.
         method: ablation (``"mean"``: each head's mean output over the contexts).
