@@ -113,7 +113,7 @@ from icl_lens.patching.sweeps import (
 )
 
 # isort: split
-# induction: detectors, the ICL score, toy models and the phase change
+# induction: detectors, the ICL score, induction-consistent tokens, toy models and the phase change
 from icl_lens.induction.confirm import (
     AblationCheckConfig as AblationCheckConfig,
     confirm_induction_heads as confirm_induction_heads,
@@ -145,6 +145,24 @@ from icl_lens.induction.phase import (
 from icl_lens.induction.phase_result import (
     ClassicExperimentResult as ClassicExperimentResult,
     PhaseChangeResult as PhaseChangeResult,
+)
+from icl_lens.induction.token_classes import (
+    TOKEN_CLASSES as TOKEN_CLASSES,
+    classify_tokens as classify_tokens,
+)
+from icl_lens.induction.token_losses import (
+    InductionTokenConfig as InductionTokenConfig,
+    induction_token_losses as induction_token_losses,
+)
+from icl_lens.induction.token_losses_result import (
+    InductionTokenLossResult as InductionTokenLossResult,
+)
+from icl_lens.induction.token_training import (
+    TokenTrainingConfig as TokenTrainingConfig,
+    induction_token_losses_over_training as induction_token_losses_over_training,
+)
+from icl_lens.induction.token_training_result import (
+    TokenTrainingResult as TokenTrainingResult,
 )
 from icl_lens.induction.toy import (
     ToyConfig as ToyConfig,
@@ -184,7 +202,7 @@ from icl_lens.vectors.task_vectors import (
 )
 
 # isort: split
-# hypotheses: kernel regression, ICL vs fine-tuning, recognition vs learning
+# hypotheses: kernel regression, ICL vs fine-tuning, recognition vs learning, the seed predictions
 from icl_lens.hypotheses.finetune import (
     IclFinetuneConfig as IclFinetuneConfig,
     compare_icl_finetuning as compare_icl_finetuning,
@@ -195,6 +213,13 @@ from icl_lens.hypotheses.finetune_result import (
 )
 from icl_lens.hypotheses.finetune_training import (
     finetune_on_demos as finetune_on_demos,
+)
+from icl_lens.hypotheses.formats import (
+    FormatConfig as FormatConfig,
+    format_sensitivity as format_sensitivity,
+)
+from icl_lens.hypotheses.formats_result import (
+    FormatSensitivityResult as FormatSensitivityResult,
 )
 from icl_lens.hypotheses.kernel import (
     KernelRegressionConfig as KernelRegressionConfig,
@@ -210,6 +235,13 @@ from icl_lens.hypotheses.recognition import (
 )
 from icl_lens.hypotheses.recognition_result import (
     RecognitionResult as RecognitionResult,
+)
+from icl_lens.hypotheses.selection import (
+    SelectionConfig as SelectionConfig,
+    demonstration_selection as demonstration_selection,
+)
+from icl_lens.hypotheses.selection_result import (
+    DemonstrationSelectionResult as DemonstrationSelectionResult,
 )
 
 # isort: split
@@ -234,8 +266,11 @@ __all__ = [
     "ClassicExperimentResult",
     "Config",
     "ConfigError",
+    "DemonstrationSelectionResult",
     "FastPathMismatchError",
     "FinetuneComparison",
+    "FormatConfig",
+    "FormatSensitivityResult",
     "FunctionVectorConfig",
     "FunctionVectorResult",
     "HENDEL",
@@ -253,6 +288,8 @@ __all__ = [
     "InductionAblationResult",
     "InductionConfig",
     "InductionHeadsResult",
+    "InductionTokenConfig",
+    "InductionTokenLossResult",
     "InductionVsFvResult",
     "KernelRegressionConfig",
     "KernelRegressionResult",
@@ -273,6 +310,7 @@ __all__ = [
     "ResidPatchingResult",
     "Result",
     "ResultFileError",
+    "SelectionConfig",
     "Study",
     "StudyAccuracyResult",
     "StudyResults",
@@ -281,11 +319,14 @@ __all__ = [
     "StudySpecError",
     "StudyStatus",
     "TODD",
+    "TOKEN_CLASSES",
     "Task",
     "TaskError",
     "TaskVectorConfig",
     "TaskVectorResult",
     "Template",
+    "TokenTrainingConfig",
+    "TokenTrainingResult",
     "ToyConfig",
     "ToyRun",
     "UniversalFvResult",
@@ -303,18 +344,23 @@ __all__ = [
     "build_prompts",
     "char_tokenizer",
     "classic_phase_change_experiment",
+    "classify_tokens",
     "compare_icl_finetuning",
     "compare_paired",
     "confirm_induction_heads",
     "count_hooks",
+    "demonstration_selection",
     "evaluate_icl",
     "evaluate_implant",
     "find_induction_heads",
     "finetune_on_demos",
+    "format_sensitivity",
     "function_vector",
     "head_activations",
     "head_sweep",
     "icl_score",
+    "induction_token_losses",
+    "induction_token_losses_over_training",
     "kernel_regression",
     "kl_to",
     "list_tasks",
