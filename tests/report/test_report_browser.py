@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 import icl_lens as il
-from icl_lens.report import SECTION_KEYS, build_report
+from icl_lens.report import build_report
+from icl_lens.report.sections import DEFAULT_SECTIONS
 
 CHROMIUM_FLAGS = (
     "--headless",
@@ -68,7 +69,7 @@ def dom(report) -> str:
 @pytest.mark.smollm2
 def test_report_files(report):
     index = json.loads((report.out / "report.json").read_text())
-    assert [s["key"] for s in index["sections"]] == list(SECTION_KEYS)
+    assert [s["key"] for s in index["sections"]] == list(DEFAULT_SECTIONS)
     by_key = {s["key"]: s for s in index["sections"]}
     # evaluate_icl is in every version: its section ran, and its result reloads.
     assert by_key["accuracy"]["status"] == "ok"
@@ -95,7 +96,7 @@ def test_report_is_self_contained(report):
 
 @pytest.mark.smollm2
 def test_report_dom_after_javascript(report, dom):
-    for key in (*SECTION_KEYS, "attention"):
+    for key in (*DEFAULT_SECTIONS, "attention"):
         assert f'id="section-{key}"' in dom, key
     attention = dom[dom.index('id="section-attention"') :]
     # circuitsvis drew one thumbnail per head (the 9 strongest induction heads) plus the large pattern.
