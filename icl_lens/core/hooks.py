@@ -34,7 +34,7 @@ import torch
 from jaxtyping import Float, Int, Shaped
 from torch import Tensor
 
-from icl_lens.core.errors import ModelContractError
+from icl_lens.core.errors import ModelContractError, PromptError
 from icl_lens.core.options import check_choice
 
 HookFn = Callable[[Tensor, Any], Tensor | None]
@@ -271,7 +271,23 @@ def forward(
     fwd_hooks: FwdHooks = (),
     **kwargs: Any,
 ) -> Float[Tensor, "batch pos d_vocab"]:
-    """One forward pass returning logits, with hooks attached only for this call."""
+    """One forward pass returning logits, with hooks attached only for this call.
+
+    Raises:
+        PromptError: ``tokens`` is not an integer tensor, or holds ids the model has no
+            embedding for (a batch built with another model's tokenizer).
+    """
+    if isinstance(tokens, Tensor) and tokens.is_floating_point():
+        raise PromptError(f"tokens must be integer ids, got a {tokens.dtype} tensor")
+    if isinstance(tokens, Tensor) and tokens.numel():
+        d_vocab = spec(model).d_vocab
+        low, high = int(tokens.min()), int(tokens.max())
+        if low < 0 or high >= d_vocab:
+            raise PromptError(
+                f"the tokens hold ids from {low} to {high}, but this model has {d_vocab} token embeddings "
+                f"({spec(model).name}): they were built with another model's tokenizer. Build the batch with "
+                "this model (il.build_prompts(model, ...))."
+            )
     device = device_of(model)
     tokens = tokens.to(device)
     if attention_mask is not None:

@@ -37,7 +37,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from icl_lens.core import hooks
+from icl_lens.core import hooks, validate
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.hooks import HookedModel
 from icl_lens.core.options import check_choice
@@ -49,18 +49,7 @@ Head = tuple[int, int]
 def normalize_heads(model: HookedModel, heads: Sequence[Sequence[int]]) -> list[Head]:
     """Validate ``(layer, head)`` pairs against the model; sorted, duplicates removed."""
     s = hooks.spec(model)
-    out: set[Head] = set()
-    for item in heads:
-        try:
-            layer, head = (int(x) for x in item)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"heads must be (layer, head) pairs of ints, got {item!r}") from e
-        if not (0 <= layer < s.n_layers and 0 <= head < s.n_heads):
-            raise ConfigError(
-                f"head {(layer, head)} does not exist: the model has {s.n_layers} layers of {s.n_heads} heads."
-            )
-        out.add((layer, head))
-    return sorted(out)
+    return sorted(set(validate.head_list(heads, s.n_layers, s.n_heads)))
 
 
 def _reference_tokens(reference: Any) -> tuple[Tensor, Tensor | None]:
@@ -124,6 +113,7 @@ def ablate_heads(
     """
     check_choice(method, AblationMethod, "method")
     head_list = normalize_heads(model, heads)
+    seed = validate.seed(seed)
     if method != "zero" and reference is None:
         raise ConfigError(
             f"method={method!r} needs reference= (a PromptBatch or token tensor whose activations replace the heads')."

@@ -36,6 +36,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from icl_lens.core import validate
 from icl_lens.core.errors import PromptError
 from icl_lens.core.hooks import HookedModel, spec
 from icl_lens.core.options import check_choice
@@ -158,6 +159,10 @@ def build_prompts(
             for every prompt) or ``"right"``.
         prepend_bos: prepend the tokenizer's BOS token (default: the model's setting).
     """
+    n_prompts = validate.count(n_prompts, "n_prompts", error=PromptError)
+    n_shots = None if n_shots is None else validate.count(n_shots, "n_shots", minimum=0, error=PromptError)
+    seed = validate.seed(seed, error=PromptError)
+    variant = validate.count(variant, "variant", minimum=0, error=PromptError)
     request = _check_request(task, n_shots, n_prompts, template, kind, demos_from, fixed_demos, padding_side)
     encoder = PieceEncoder(model, prepend_bos)
     prompts = [
