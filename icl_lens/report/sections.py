@@ -24,6 +24,7 @@ from icl_lens.induction.detectors import InductionConfig, find_induction_heads
 from icl_lens.induction.icl_score import IclScoreConfig, icl_score
 from icl_lens.prompting.evaluation import IclEvalConfig, evaluate_icl
 from icl_lens.prompting.tasks import Task
+from icl_lens.report.names import SECTION_KEYS
 from icl_lens.vectors.function_vectors import FunctionVectorConfig, function_vector
 from icl_lens.vectors.implant import ImplantConfig, evaluate_implant
 from icl_lens.vectors.task_vectors import TaskVectorConfig, task_vector
@@ -32,7 +33,6 @@ Size = Literal["tiny", "small", "paper"]
 """``tiny``: seconds (CI, ``ICL_LENS_FAST=1``); ``small``: minutes on 2 CPU cores; ``paper``:
 each analysis's own defaults (the published settings)."""
 
-SIZES: tuple[str, ...] = ("tiny", "small", "paper")
 
 Inputs = Literal["task", "label_task", "text", "none", "vector"]
 """What a section passes after the model: the report's task, a task with a label set, the
@@ -228,7 +228,8 @@ SECTIONS: tuple[Section, ...] = (
     ),
 )
 
-SECTION_KEYS: tuple[str, ...] = tuple(s.key for s in SECTIONS)
+if tuple(s.key for s in SECTIONS) != SECTION_KEYS:  # pragma: no cover - caught by any import in the tests
+    raise ImportError("icl_lens.report.names.SECTION_KEYS must list SECTIONS' keys in order")
 DEFAULT_SECTIONS: tuple[str, ...] = tuple(s.key for s in SECTIONS if s.default)
 
 
