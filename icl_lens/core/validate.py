@@ -277,9 +277,27 @@ def check_fields(obj: Any, *, error: Error = ConfigError, names: Sequence[str] |
             try:
                 fixed = _check(value, hint)
             except _Mismatch as e:
-                raise error(f"{cls.__name__}.{field_name} {e}") from None
+                raise error(f"{cls.__name__}.{field_name} {e}{_disagreement(obj, hints, value, hint)}") from None
             if fixed is not value:
                 object.__setattr__(obj, field_name, fixed)
+
+
+def _disagreement(obj: Any, hints: dict[str, Any], value: Any, hint: Any) -> str:
+    """When a tensor fits its annotation alone, the clash is with another tensor's sizes: list them."""
+    shape = getattr(value, "shape", None)
+    if shape is None:
+        return ""
+    import jaxtyping
+
+    try:
+        with jaxtyping.jaxtyped("context"):  # a fresh context: this tensor alone
+            _check(value, hint)
+    except _Mismatch:
+        return ""
+    shapes = [
+        f"{name} {tuple(getattr(obj, name).shape)}" for name in hints if hasattr(getattr(obj, name, None), "shape")
+    ]
+    return f", which disagrees with the sizes of the other tensors ({', '.join(shapes)})"
 
 
 def _describe(hint: Any) -> str:

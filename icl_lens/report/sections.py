@@ -24,7 +24,7 @@ from icl_lens.induction.detectors import InductionConfig, find_induction_heads
 from icl_lens.induction.icl_score import IclScoreConfig, icl_score
 from icl_lens.prompting.evaluation import IclEvalConfig, evaluate_icl
 from icl_lens.prompting.tasks import Task
-from icl_lens.report.names import SECTION_KEYS
+from icl_lens.report.names import SECTION_KEYS as SECTION_KEYS, SIZES as SIZES
 from icl_lens.vectors.function_vectors import FunctionVectorConfig, function_vector
 from icl_lens.vectors.implant import ImplantConfig, evaluate_implant
 from icl_lens.vectors.task_vectors import TaskVectorConfig, task_vector
