@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from icl_lens.core import validate
 from icl_lens.core.errors import ConfigError, ModelNotAvailableError
 from icl_lens.core.hooks import HookedModel
 from icl_lens.core.model_access import SMOLLM2_ALIASES, boot_from_hub, check_device, check_model_dir, hub_offline
@@ -312,7 +313,18 @@ def tiny_model(
     from transformer_lens.config import TransformerBridgeConfig
     from transformer_lens.model_bridge import TransformerBridge
 
-    tok = char_tokenizer() if tokenizer == "char" else tokenizer
+    seed = validate.seed(seed)
+    n_layers, n_heads, d_model, d_head, n_ctx = (
+        validate.count(v, k)
+        for k, v in (
+            ("n_layers", n_layers),
+            ("n_heads", n_heads),
+            ("d_model", d_model),
+            ("d_head", d_head),
+            ("n_ctx", n_ctx),
+        )
+    )
+    tok = char_tokenizer() if isinstance(tokenizer, str) and tokenizer == "char" else tokenizer
     if d_vocab is None:
         if tok is None:
             raise ValueError("give d_vocab when tokenizer=None")

@@ -278,6 +278,9 @@ def check_fields(obj: Any, *, error: Error = ConfigError, names: Sequence[str] |
                 fixed = _check(value, hint)
             except _Mismatch as e:
                 raise error(f"{cls.__name__}.{field_name} {e}{_disagreement(obj, hints, value, hint)}") from None
+            is_seed = field_name == "seed" or field_name.endswith("_seed")
+            if is_seed and isinstance(fixed, numbers.Integral) and fixed < 0:
+                raise error(f"{cls.__name__}.{field_name} must be a seed >= 0, got {fixed}")
             if fixed is not value:
                 object.__setattr__(obj, field_name, fixed)
 
