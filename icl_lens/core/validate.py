@@ -324,8 +324,11 @@ def _check(value: Any, hint: Any) -> Any:
                 failures.append(str(e))
         raise _Mismatch(failures[0] if len(failures) == 1 else f"must be {_describe(hint)}, got {_kind(value)}")
     if origin is Literal:
-        if isinstance(value, bool) and not any(isinstance(a, bool) for a in args) or value not in args:
-            raise _Mismatch(f"must be one of {', '.join(map(repr, args))}; got {value!r}")
+        # The type only: which values are valid is the config's own check (check_choice),
+        # whose message lists them.
+        kinds = {type(a) for a in args}
+        if type(value) not in kinds and not (isinstance(value, str) and str in kinds):
+            raise _Mismatch(f"must be one of {', '.join(map(repr, args))}; got {_kind(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
