@@ -46,11 +46,8 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
 def _cmd_accuracy(args: argparse.Namespace) -> int:
     from icl_lens.prompting.evaluation import IclEvalConfig, evaluate_icl
     from icl_lens.prompting.tasks import list_tasks
-    from icl_lens.report.build import check_report_folder
 
     t0 = time.perf_counter()
-    if args.out:
-        check_report_folder(args.out, ("accuracy",))
     model = _load(args)
     tasks = args.tasks or [t for t in DEMO_TASKS if t in list_tasks()]
     cfg = IclEvalConfig(shots=tuple(args.shots), n_prompts=args.n_prompts, seed=args.seed, template=args.template)
@@ -117,11 +114,9 @@ def _cmd_single(args: argparse.Namespace) -> int:
     from icl_lens.core.hooks import spec
     from icl_lens.prompting.tasks import load_task
     from icl_lens.report import RunContext, run_section, section
-    from icl_lens.report.build import check_report_folder
 
     chosen = section(args.section)
     task = load_task(args.task) if getattr(args, "task", None) else load_task("antonym")
-    check_report_folder(args.out, (chosen.key,))
     model = _load(args)
     ctx = RunContext(model=model, task=task)
     out = Path(args.out)
@@ -217,6 +212,7 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
     """Every problem with the arguments, one line each, found without importing torch or loading a model."""
     from icl_lens.core import validate
     from icl_lens.core.model_access import SMOLLM2_ALIASES, check_model_dir
+    from icl_lens.core.result_files import check_results_folder
 
     problems: list[str] = []
 
@@ -250,7 +246,12 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
     if getattr(args, "text", None):
         check(validate.read_text_file, validate.path(args.text, "--text"), "--text file")
     if getattr(args, "out", None):
-        check(validate.output_folder, args.out, "--out")
+        # Where each result will be saved: nothing there may be overwritten that icl_lens did not write.
+        if args.command == "report":
+            names = tuple(args.sections or SECTION_KEYS)
+        else:
+            names = ("accuracy",) if args.command == "accuracy" else (args.section,)
+        check(check_results_folder, args.out, names)
     if getattr(args, "spec", None) is not None and not Path(args.spec).is_file():
         problems.append(f"study spec {args.spec} does not exist; give the path of a study's .toml file")
     return problems
@@ -258,15 +259,15 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``icl-lens``; returns the exit status (see the module docstring)."""
-    args = build_parser().parse_args(argv)  # a malformed command line: usage and one line, status 2
-    problems = check_arguments(args)
-    if problems:
-        for line in problems[:2] if len(problems) > 3 else problems:
-            print(f"icl-lens: error: {line}", file=sys.stderr)
-        if len(problems) > 3:
-            print(f"icl-lens: error: ... and {len(problems) - 2} more problems with the arguments", file=sys.stderr)
-        return EXIT_USAGE
+    args = build_parser().parse_args(argv)  # a malformed command line: one line, status 2
     try:
+        problems = check_arguments(args)
+        if problems:
+            for line in problems[:2] if len(problems) > 3 else problems:
+                print(f"icl-lens: error: {line}", file=sys.stderr)
+            if len(problems) > 3:
+                print(f"icl-lens: error: ... and {len(problems) - 2} more problems with the arguments", file=sys.stderr)
+            return EXIT_USAGE
         return int(args.func(args) or 0)
     except IclLensError as e:
         print(f"icl-lens: error: {' '.join(str(e).split())}", file=sys.stderr)

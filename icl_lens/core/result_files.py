@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,24 @@ def is_result_folder(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(doc, dict) and doc.get("format") == FORMAT
+
+
+def check_results_folder(out: str | os.PathLike[str], names: Sequence[str]) -> Path:
+    """``out``, created and writable, where results saved as ``out/<name>`` overwrite nothing of anyone else's.
+
+    Checked before the work that produces them starts, so a bad folder costs a second.
+    """
+    from icl_lens.core import validate
+
+    out_dir = validate.output_folder(out, "out", error=ResultFileError)
+    for name in names:
+        folder = out_dir / name
+        if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not is_result_folder(folder))):
+            raise ResultFileError(
+                f"{folder} already exists and is not a saved icl_lens result; the {name!r} result would be "
+                f"written there. Choose another output folder, or move {folder} away."
+            )
+    return out_dir
 
 
 def write_result_files(target: Path, doc: dict[str, Any], tensors: dict[str, Any]) -> Path:

@@ -17,12 +17,11 @@ import traceback
 from pathlib import Path
 from typing import Any, Literal
 
-from icl_lens.core import validate
-from icl_lens.core.errors import ConfigError, ResultFileError
+from icl_lens.core.errors import ConfigError
 from icl_lens.core.hooks import HookedModel, spec
 from icl_lens.core.models import model_name
 from icl_lens.core.progress import progress
-from icl_lens.core.result_files import is_result_folder
+from icl_lens.core.result_files import check_results_folder
 from icl_lens.core.results import Config, Result
 from icl_lens.core.version import __version__
 from icl_lens.induction.detectors_result import InductionHeadsResult
@@ -145,7 +144,7 @@ def build_report(
     """
     cfg = ReportConfig.resolve(config, overrides)
     t0 = time.perf_counter()
-    out_dir = check_report_folder(out, cfg.sections)
+    out_dir = check_results_folder(out, cfg.sections)
     task = load_task(cfg.task)
     ctx = RunContext(model=model, task=task, text=read_text(cfg.text_path), label_task=load_task(cfg.label_task))
     chosen = [s for s in SECTIONS if s.key in cfg.sections]
@@ -181,22 +180,6 @@ def build_report(
     }
     (out_dir / "report.json").write_text(json.dumps(index, indent=1), encoding="utf-8")
     return Report(out_dir, html_path, outcomes, tuple(heads), seconds)
-
-
-def check_report_folder(out: str | os.PathLike[str], sections: tuple[str, ...]) -> Path:
-    """``out``, created and writable, where no section would overwrite files icl_lens did not write.
-
-    Checked before any analysis runs, so a bad folder costs a second, not the report.
-    """
-    out_dir = validate.output_folder(out, "out", error=ResultFileError)
-    for key in sections:
-        folder = out_dir / key
-        if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not is_result_folder(folder))):
-            raise ResultFileError(
-                f"{folder} already exists and is not a saved icl_lens result; the report would write its "
-                f"{key!r} result there. Choose another --out folder, or move {folder} away."
-            )
-    return out_dir
 
 
 def run_section(section: Section, ctx: RunContext, config: Config, out_dir: Path) -> SectionOutcome:
