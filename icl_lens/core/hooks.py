@@ -2,7 +2,7 @@
 
 Every analysis reads a model only through this module (and :mod:`icl_lens.patching`).
 A "model" is anything that speaks the TransformerLens vocabulary: a 4.x
-``TransformerBridge`` (compatibility mode on or off) or a legacy ``HookedTransformer``.
+``TransformerBridge`` (compatibility mode on or off), or any other object with the same hooks.
 What is required:
 
 * hook points named ``blocks.{l}.hook_resid_pre/mid/post``, ``blocks.{l}.hook_attn_out``,
@@ -154,7 +154,7 @@ def spec(model: HookedModel) -> ModelSpec:
     if cfg is None or not hasattr(cfg, "n_layers"):
         raise ModelContractError(
             f"{type(model).__name__} has no TransformerLens `cfg`. Pass a TransformerBridge "
-            "(il.load_model / TransformerBridge.boot_transformers) or a HookedTransformer."
+            "(il.load_model / TransformerBridge.boot_transformers)."
         )
     n_heads = int(cfg.n_heads)
     n_kv = getattr(cfg, "n_key_value_heads", None) or n_heads
@@ -308,7 +308,7 @@ def run_with_cache(
     """Forward pass caching only ``names`` (detached), optionally with extra hooks.
 
     Implemented with our own caching hooks so that it behaves identically on a bridge and
-    on a legacy HookedTransformer, and so the cache never holds more than asked for.
+    on any HookedModel, and so the cache never holds more than asked for.
     """
     cache: dict[str, Tensor] = {}
 

@@ -98,7 +98,7 @@ def ablate_heads(
     """Ablate attention heads inside a ``with`` block; yields the model.
 
     Args:
-        model: a TransformerBridge or HookedTransformer (see :mod:`icl_lens.core.hooks`).
+        model: a TransformerBridge (any HookedModel; see :mod:`icl_lens.core.hooks`).
         heads: ``(layer, head)`` pairs; query heads under grouped-query attention.
         method: ``"zero"``, ``"mean"`` or ``"resample"`` (see the module docstring).
         reference: tokens ``[batch, pos]`` or a ``PromptBatch`` providing the activations

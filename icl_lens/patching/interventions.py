@@ -6,7 +6,7 @@ Each one attaches hooks on entry and removes them on exit, also when the body ra
         logits = model(batch.tokens, attention_mask=batch.attention_mask)
 
 They work on a TransformerBridge (compatibility mode on or off) and on anything else that
-speaks the TransformerLens hook contract (a legacy ``HookedTransformer``), with grouped-
+speaks the TransformerLens hook contract (the ``HookedModel`` protocol), with grouped-
 query attention (``heads`` then indexes the hook's own head axis: query heads for
 ``hook_q``/``hook_z``, key/value heads for ``hook_k``/``hook_v``) and padded batches.
 

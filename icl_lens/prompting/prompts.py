@@ -139,7 +139,7 @@ def build_prompts(
     """Build a batch of ICL prompts for ``task`` and record where everything is.
 
     Args:
-        model: anything with a HuggingFace ``tokenizer`` (bridge, HookedTransformer).
+        model: anything with a HuggingFace ``tokenizer`` (a TransformerBridge).
         task: a :class:`Task` or a task name / file path (see :func:`load_task`).
         n_shots: demonstrations per prompt (default 10, or ``len(fixed_demos)``; ignored
             for ``kind="zero_shot"``).

@@ -41,7 +41,7 @@ def model_mode(model: HookedModel) -> ModelMode:
 
     ``"compatibility"``: a bridge with ``enable_compatibility_mode()`` (layer norms folded,
     writing weights centred, as a ``HookedTransformer``); ``"hooked_transformer"``: a
-    legacy ``HookedTransformer``; ``"default"``: a bridge in its default (unprocessed) mode.
+    legacy ``HookedTransformer`` (TransformerLens 3); ``"default"``: a bridge in its default (unprocessed) mode.
     """
     if bool(getattr(model, "compatibility_mode", False)):
         return "compatibility"

@@ -10,49 +10,12 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import icl_lens as il
 from icl_lens.report import SECTION_KEYS, build_report
-
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # No network at all: the page must render from its own bytes.
-    "--host-resolver-rules=MAP * ~NOTFOUND",
-    # Let the module script of circuitsvis run before the page is captured.
-    "--virtual-time-budget=10000",
-)
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    raise RuntimeError("headless Chromium is needed: apt-get install -y chromium (.ci/run does it)")
-
-
-def run_chromium(page: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run(
-            [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, page.resolve().as_uri()],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=True,
-        )
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +24,7 @@ def report(smollm2, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def dom(report) -> str:
+def dom(report, run_chromium) -> str:
     return run_chromium(report.html_path, "--dump-dom").stdout
 
 
@@ -105,7 +68,7 @@ def test_report_dom_after_javascript(report, dom):
 
 
 @pytest.mark.smollm2
-def test_report_screenshot_not_blank(report, tmp_path):
+def test_report_screenshot_not_blank(report, tmp_path, run_chromium):
     from PIL import Image
 
     shot = tmp_path / "report.png"
