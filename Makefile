@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/icl-lens report --model smollm2 --task antonym --out report/
+	$(VENV)/bin/icl-lens report --model smollm2 --task present_past --out report/
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check icl_lens tests benchmarks scripts

@@ -116,7 +116,7 @@ def _cmd_single(args: argparse.Namespace) -> int:
     from icl_lens.report import RunContext, run_section, section
 
     chosen = section(args.section)
-    task = load_task(args.task) if getattr(args, "task", None) else load_task("antonym")
+    task = load_task(args.task) if getattr(args, "task", None) else load_task("present_past")
     model = _load(args)
     ctx = RunContext(model=model, task=task)
     out = Path(args.out)
@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--model", default="smollm2", help="'smollm2' (offline), a local HF directory, or a hub name")
         if task:
             sp.add_argument(
-                "--task", default="antonym", help="built-in task (see `icl-lens tasks`) or a .json/.csv file"
+                "--task", default="present_past", help="built-in task (see `icl-lens tasks`) or a .json/.csv file"
             )
         sp.add_argument(
             "--size",

@@ -27,7 +27,8 @@ from icl_lens.core.version import __version__
 from icl_lens.induction.detectors_result import InductionHeadsResult
 from icl_lens.induction.views import attention_view
 from icl_lens.prompting.tasks import load_task
-from icl_lens.report.html import esc, page
+from icl_lens.report.findings import finding
+from icl_lens.report.html import esc, findings_html, page
 from icl_lens.report.names import fast_mode as fast_mode
 from icl_lens.report.sections import (
     DEFAULT_SECTIONS,
@@ -63,8 +64,8 @@ class ReportConfig(Config):
         attention_view: include the interactive circuitsvis view of the strongest induction heads.
     """
 
-    task: str = "antonym"
-    label_task: str = "animal_object"
+    task: str = "present_past"
+    label_task: str = "word_pos"
     size: str = "small"
     sections: tuple[str, ...] = DEFAULT_SECTIONS
     seed: int = 0
@@ -170,13 +171,16 @@ def build_report(
     ]
     footer = f"icl_lens {__version__}. Everything on this page is inline: it renders with no network."
     html_path = out_dir / "report.html"
-    html_path.write_text(page(f"icl_lens report: {name}", facts, outcomes, attention_html, footer), encoding="utf-8")
+    found = [finding(o.section.key, o.section.title, o.result) for o in outcomes if o.result is not None]
+    html = page(f"icl_lens report: {name}", facts, outcomes, attention_html, footer, findings_html(found, outcomes))
+    html_path.write_text(html, encoding="utf-8")
     index = {
         "model": name,
         "config": cfg.to_dict(),
         "seconds": round(seconds, 1),
         "attention_heads": [list(h) for h in heads],
         "sections": [o.to_json() for o in outcomes],
+        "findings": [dataclasses.asdict(f) for f in found],
     }
     (out_dir / "report.json").write_text(json.dumps(index, indent=1), encoding="utf-8")
     return Report(out_dir, html_path, outcomes, tuple(heads), seconds)
