@@ -79,3 +79,36 @@ def test_report_screenshot_not_blank(report, tmp_path, run_chromium):
     assert pixels.std() > 20
     header, body = pixels[:100], pixels[400:]
     assert header.mean() < 100 < body.mean()
+
+
+PROBE = """<script>
+const items = [...document.querySelectorAll('#findings li')];
+const bottom = Math.max(...items.map(li => li.getBoundingClientRect().bottom));
+const first = document.querySelector('main > section:not(#findings)').getBoundingClientRect().top;
+document.body.insertAdjacentHTML('beforeend',
+  `<pre id="probe">${items.length} ${bottom} ${window.innerHeight} ${first}</pre>`);
+</script>"""
+
+
+@pytest.mark.smollm2
+def test_findings_fill_the_first_screen(report, tmp_path, run_chromium):
+    from PIL import Image
+
+    # A copy of the page with a probe that measures the layout at a normal window size.
+    page = tmp_path / "report.html"
+    page.write_text(report.html_path.read_text().replace("</body>", PROBE + "</body>"))
+    dom = run_chromium(page, "--dump-dom", "--window-size=1280,800").stdout
+    n_items, bottom, height, first_section = (float(x) for x in re.search(r'id="probe">([^<]+)<', dom).group(1).split())
+    assert n_items == len(report.outcomes)
+    assert bottom <= height == 800, "the findings must be readable without scrolling"
+    assert first_section > bottom  # the findings come before the sections
+    findings = dom[dom.index('id="findings"') : dom.index("</section>", dom.index('id="findings"'))]
+    assert "What this report found" in findings and "L18H6" in findings  # the induction head, by name
+    assert all(f'href="#section-{o.section.key}"' in findings for o in report.outcomes)
+    # The screenshot at that size is what a reader sees first: header, then the findings block.
+    shot = tmp_path / "first_screen.png"
+    run_chromium(report.html_path, f"--screenshot={shot}", "--window-size=1280,800")
+    pixels = np.asarray(Image.open(io.BytesIO(shot.read_bytes())).convert("L"), dtype=np.float64)
+    assert pixels.shape == (800, 1280)
+    block = pixels[int(0.2 * 800) : int(bottom), 40:900]
+    assert block.std() > 20  # text on the findings block, not an empty band
