@@ -245,7 +245,7 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
             problems.append(f"--model {model}: no such folder; give a HuggingFace model folder, a hub name or smollm2")
     if getattr(args, "text", None):
         check(validate.read_text_file, validate.path(args.text, "--text"), "--text file")
-    if getattr(args, "out", None):
+    if getattr(args, "out", None) and args.command != "study":  # a study's folders are its own (studies/)
         # Where each result will be saved: nothing there may be overwritten that icl_lens did not write.
         if args.command == "report":
             names = tuple(args.sections or SECTION_KEYS)

@@ -52,6 +52,7 @@ BAD = {
     "shots not ints": ["accuracy", "--shots", "0", "1.5"],
     "n-prompts zero": ["accuracy", "--n-prompts", "0"],
     "study spec missing": ["study", "run", "nope.toml"],
+    "study merge spec missing": ["study", "merge", "nope.toml", "--out", "merged"],
     "study subcommand": ["study", "launch", "x.toml"],
 }
 
