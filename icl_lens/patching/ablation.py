@@ -46,10 +46,10 @@ from icl_lens.patching.options import AblationMethod
 Head = tuple[int, int]
 
 
-def normalize_heads(model: HookedModel, heads: Sequence[Sequence[int]]) -> list[Head]:
+def normalize_heads(model: HookedModel, heads: Sequence[Sequence[int]], *, allow_empty: bool = False) -> list[Head]:
     """Validate ``(layer, head)`` pairs against the model; sorted, duplicates removed."""
     s = hooks.spec(model)
-    return sorted(set(validate.head_list(heads, s.n_layers, s.n_heads)))
+    return sorted(set(validate.head_list(heads, s.n_layers, s.n_heads, allow_empty=allow_empty)))
 
 
 def _reference_tokens(reference: Any) -> tuple[Tensor, Tensor | None]:
@@ -99,7 +99,8 @@ def ablate_heads(
 
     Args:
         model: a TransformerBridge (any HookedModel; see :mod:`icl_lens.core.hooks`).
-        heads: ``(layer, head)`` pairs; query heads under grouped-query attention.
+        heads: ``(layer, head)`` pairs; query heads under grouped-query attention. An
+            empty list ablates nothing (a baseline run); a bare int is refused.
         method: ``"zero"``, ``"mean"`` or ``"resample"`` (see the module docstring).
         reference: tokens ``[batch, pos]`` or a ``PromptBatch`` providing the activations
             for ``"mean"`` and ``"resample"`` (its ``attention_mask`` excludes padding from
@@ -112,7 +113,7 @@ def ablate_heads(
     block exits, including on an exception.
     """
     check_choice(method, AblationMethod, "method")
-    head_list = normalize_heads(model, heads)
+    head_list = normalize_heads(model, heads, allow_empty=True)  # no heads: nothing ablated (a baseline)
     seed = validate.seed(seed)
     if method != "zero" and reference is None:
         raise ConfigError(

@@ -136,7 +136,8 @@ def test_head_lists_of_the_wrong_kind_are_refused_everywhere(tiny, batch, heads)
 
     source = torch.zeros(2, 4, 16)  # [n_layers, n_heads, d_head] of the tiny model
     calls = {
-        "ablate_heads": lambda: il.ablate_heads(tiny, heads).__enter__(),
+        # an empty list is ablate_heads's baseline (nothing ablated), documented as such
+        **({} if heads == [] else {"ablate_heads": lambda: il.ablate_heads(tiny, heads).__enter__()}),
         "head_sweep": lambda: patching.head_sweep(tiny, batch, source, heads=heads),
         "attention_view": lambda: il.attention_view(tiny, heads),
         "confirm_induction_heads": lambda: il.confirm_induction_heads(tiny, heads, ks=(1,)),
