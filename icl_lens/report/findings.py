@@ -39,9 +39,9 @@ def _accuracy(r: Any) -> tuple[Verdict, str, str]:
     correct = r.correct[0]  # [shots, prompts] of the report's one task
     n = int(correct.shape[-1])
     k0, k1 = int(correct[0].sum()), int(correct[-1].sum())
-    headline = f"{r.tasks[0]}: {k0 / n:.0%} at {r.shots[0]} shots, {k1 / n:.0%} at {r.shots[-1]} shots ({n} queries)"
+    headline = f"{k0 / n:.0%} at {r.shots[0]} shots, {k1 / n:.0%} at {r.shots[-1]} shots on {r.tasks[0]} ({n} queries)"
     if _apart(k0, n, k1, n):
-        return "found", "the model learns the task from its prompt: " + headline, ""
+        return "found", "the model learns the task from its prompt, " + headline, ""
     return "no effect", headline, "the demonstrations do not raise accuracy beyond the 95% intervals"
 
 
