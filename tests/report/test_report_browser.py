@@ -10,10 +10,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,39 +18,6 @@ import icl_lens as il
 from icl_lens.report import build_report
 from icl_lens.report.sections import DEFAULT_SECTIONS
 
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # No network at all: the page must render from its own bytes.
-    "--host-resolver-rules=MAP * ~NOTFOUND",
-    # Let the module script of circuitsvis run before the page is captured.
-    "--virtual-time-budget=10000",
-)
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    raise RuntimeError("headless Chromium is needed: apt-get install -y chromium (.ci/run does it)")
-
-
-def run_chromium(page: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run(
-            [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, page.resolve().as_uri()],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=True,
-        )
-
 
 @pytest.fixture(scope="module")
 def report(smollm2, tmp_path_factory):
@@ -62,7 +25,7 @@ def report(smollm2, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def dom(report) -> str:
+def dom(report, run_chromium) -> str:
     return run_chromium(report.html_path, "--dump-dom").stdout
 
 
@@ -106,7 +69,7 @@ def test_report_dom_after_javascript(report, dom):
 
 
 @pytest.mark.smollm2
-def test_report_screenshot_not_blank(report, tmp_path):
+def test_report_screenshot_not_blank(report, tmp_path, run_chromium):
     from PIL import Image
 
     shot = tmp_path / "report.png"
@@ -117,3 +80,36 @@ def test_report_screenshot_not_blank(report, tmp_path):
     assert pixels.std() > 20
     header, body = pixels[:100], pixels[400:]
     assert header.mean() < 100 < body.mean()
+
+
+PROBE = """<script>
+const items = [...document.querySelectorAll('#findings li')];
+const bottom = Math.max(...items.map(li => li.getBoundingClientRect().bottom));
+const first = document.querySelector('main > section:not(#findings)').getBoundingClientRect().top;
+document.body.insertAdjacentHTML('beforeend',
+  `<pre id="probe">${items.length} ${bottom} ${window.innerHeight} ${first}</pre>`);
+</script>"""
+
+
+@pytest.mark.smollm2
+def test_findings_fill_the_first_screen(report, tmp_path, run_chromium):
+    from PIL import Image
+
+    # A copy of the page with a probe that measures the layout at a normal window size.
+    page = tmp_path / "report.html"
+    page.write_text(report.html_path.read_text().replace("</body>", PROBE + "</body>"))
+    dom = run_chromium(page, "--dump-dom", "--window-size=1280,800").stdout
+    n_items, bottom, height, first_section = (float(x) for x in re.search(r'id="probe">([^<]+)<', dom).group(1).split())
+    assert n_items == len(report.outcomes)
+    assert bottom <= height == 800, "the findings must be readable without scrolling"
+    assert first_section > bottom  # the findings come before the sections
+    findings = dom[dom.index('id="findings"') : dom.index("</section>", dom.index('id="findings"'))]
+    assert "What this report found" in findings and "L18H6" in findings  # the induction head, by name
+    assert all(f'href="#section-{o.section.key}"' in findings for o in report.outcomes)
+    # The screenshot at that size is what a reader sees first: header, then the findings block.
+    shot = tmp_path / "first_screen.png"
+    run_chromium(report.html_path, f"--screenshot={shot}", "--window-size=1280,800")
+    pixels = np.asarray(Image.open(io.BytesIO(shot.read_bytes())).convert("L"), dtype=np.float64)
+    assert pixels.shape == (800, 1280)
+    block = pixels[int(0.2 * 800) : int(bottom), 40:900]
+    assert block.std() > 20  # text on the findings block, not an empty band
