@@ -15,6 +15,8 @@ deterministic given a seed, bootstrap included:
 * :func:`mean_and_se`: a mean over prompts with its standard error.
 * :func:`rate_interval`, :func:`above_chance`: an interval from a rate and a count, and an
   exact one-sided binomial test against chance.
+* :func:`mean_interval`: a mean over independent units (contexts, sequences) with a
+  seeded bootstrap interval.
 * :func:`verdict`: a sentence that states a difference only when its interval excludes
   zero and the test agrees, and says "inconclusive with n = ..." otherwise.
 """
@@ -86,6 +88,34 @@ def mean_and_se(values: Tensor, dim: int = -1) -> tuple[Tensor, Tensor]:
     mean = x.mean(dim)
     se = x.std(dim, unbiased=True) / math.sqrt(n) if n > 1 else torch.full_like(mean, float("nan"))
     return mean.float(), se.float()
+
+
+def mean_interval(values: Any, *, seed: int = 0, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """Mean of one value per independent unit, with a seeded percentile bootstrap interval.
+
+    The unit is whatever was sampled independently (a context, a sequence, a prompt), not a
+    token: tokens of one context are correlated, so resampling them would give intervals too
+    narrow. NaN values (an undefined per-prompt correlation) are left out. Returns
+    ``(mean, ci_low, ci_high)``: NaN for no values, a NaN interval for a single value.
+    """
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().double().numpy()
+    x = np.asarray(values, dtype=float).reshape(-1)
+    x = x[np.isfinite(x)]
+    if x.shape[0] == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(x.mean())
+    if x.shape[0] == 1:
+        return mean, float("nan"), float("nan")
+    if np.all(x == x[0]):
+        return mean, mean, mean
+    # The percentile bootstrap of scipy.stats.bootstrap, drawn in one array: a mean needs
+    # no per-resample Python call, so tables with hundreds of intervals stay instant.
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.shape[0], size=(N_RESAMPLES, x.shape[0]))].mean(1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return mean, float(low), float(high)
 
 
 @register
@@ -271,20 +301,6 @@ def ratio_interval(
     alpha = (1 - confidence) / 2
     low, high = np.quantile(stats, [alpha, 1 - alpha])
     return point, float(low), float(high)
-
-
-def mean_interval(values: Any, *, seed: int = 0, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
-    """``(mean, ci_low, ci_high)`` over independent units (prompts, contexts) with a seeded
-    percentile bootstrap interval; NaN values are left out (``(nan, nan, nan)`` if none is left)."""
-    x = np.asarray(values.detach().cpu().double().numpy() if isinstance(values, Tensor) else values, dtype=float)
-    x = x.reshape(-1)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    if x.size == 1:
-        return float(x[0]), float("nan"), float("nan")
-    low, high = _bootstrap_ci([x], np.mean, seed, confidence)
-    return float(x.mean()), low, high
 
 
 def rate_interval(rate: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:

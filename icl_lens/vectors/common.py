@@ -27,6 +27,7 @@ from torch import Tensor
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError, VectorMismatchError
 from icl_lens.core.hooks import HookedModel
+from icl_lens.core.identity import same_weights, weight_signature
 from icl_lens.core.models import model_name
 from icl_lens.core.results import register
 from icl_lens.prompting.tasks import Task
@@ -53,7 +54,7 @@ def model_mode(model: HookedModel) -> ModelMode:
 
     ``"compatibility"``: a bridge with ``enable_compatibility_mode()`` (layer norms folded,
     writing weights centred, as a ``HookedTransformer``); ``"hooked_transformer"``: a
-    legacy ``HookedTransformer``; ``"default"``: a bridge in its default (unprocessed) mode.
+    legacy ``HookedTransformer`` (TransformerLens 3); ``"default"``: a bridge in its default (unprocessed) mode.
     """
     if bool(getattr(model, "compatibility_mode", False)):
         return "compatibility"
@@ -82,6 +83,10 @@ class VectorOrigin:
     n_test: int
     task_data: Task | None = None
     """The task itself (pairs included), so a saved vector says exactly what it was read from."""
+    weights: str = ""
+    """Digest of the model's parameter names and shapes (:func:`~icl_lens.core.identity.weight_signature`)."""
+    weight_samples: tuple[float, ...] = ()
+    """Weights sampled from every parameter, compared with a tolerance (empty: not recorded)."""
     cv_folds: int = 1
     """1: one held-out train/dev/test split; ``k >= 2``: ``k``-fold cross-validation (:func:`fold_parts`)."""
     fold: int | None = 0
@@ -116,6 +121,15 @@ class VectorOrigin:
         if (s.n_layers, s.d_model) != (self.n_layers, self.d_model):
             problems.append(
                 f"it has {self.n_layers} layers x d_model {self.d_model}, the model {s.n_layers} x {s.d_model}"
+            )
+        elif (
+            self.weights
+            and not problems
+            and not same_weights((self.weights, self.weight_samples), weight_signature(model))
+        ):
+            problems.append(
+                f"the model called {name!r} has other weights than the one the vector was read from "
+                "(another seed, d_head, positional embedding or fine-tuning)"
             )
         if problems:
             raise VectorMismatchError(
@@ -252,6 +266,7 @@ def plan_folds(
     """The folds a vector analysis runs (one for a held-out split), each with a big enough train part."""
     n_folds = resolve_folds(task, split, cv_folds)
     s = hooks.spec(model)
+    digest, samples = weight_signature(model)
     folds = []
     for f, (train, dev, test) in enumerate(fold_parts(task, split, split_seed, n_folds)):
         check_train_size(task, train, n_shots, extra, what)
@@ -272,6 +287,8 @@ def plan_folds(
             task_data=task,
             cv_folds=n_folds,
             fold=f,
+            weights=digest,
+            weight_samples=samples,
         )
         folds.append(Fold(train, dev, test, origin))
     return folds

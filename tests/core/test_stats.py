@@ -147,3 +147,19 @@ def test_rate_interval_chance_test_and_error_bars():
     assert bars.tolist() == [[0.25, 0.0], [0.25, 0.0]]
     assert recovery_text((0.5, 0.25, 0.75), "ICL") == "it recovers 50% [25%, 75%] of ICL"
     assert recovery_text((float("nan"),) * 3, "ICL") == "nothing to recover: ICL is 0%"
+
+
+def test_mean_interval_is_the_normal_interval_for_a_symmetric_sample():
+    from icl_lens.core.stats import mean_interval
+
+    values = torch.arange(10.0)
+    mean, low, high = mean_interval(values, seed=3)
+    se = float(values.std(unbiased=False)) / math.sqrt(10)  # the bootstrap's plug-in standard error
+    assert (
+        mean == 4.5
+        and low == pytest.approx(4.5 - 1.96 * se, abs=0.25)
+        and high == pytest.approx(4.5 + 1.96 * se, abs=0.25)
+    )
+    assert mean_interval(values, seed=3) == (mean, low, high)  # seeded
+    assert mean_interval([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
+    assert all(math.isnan(v) for v in mean_interval([]))
