@@ -396,8 +396,10 @@ def verdict(
     Accuracies carry their Wilson interval, the difference its paired bootstrap interval.
     """
     c = comparison
-    who = subject if subject is not None else f"{c.a} vs {c.b}"
-    thing = f"{what} " if what else ""
+    if subject is None:  # "nearest vs random (accuracy): beats random from ..."
+        who, sep, thing = f"{c.a} vs {c.b}" + (f" ({what})" if what else ""), ": ", ""
+    else:
+        who, sep, thing = subject, " ", f"{what} " if what else ""
     if not c.significant:
         return f"{who}: inconclusive with n = {c.n}, {thing}{change_text(c, with_n=False)}"
-    return f"{who} {rise if c.difference > 0 else fall} {thing}{change_text(c)}"
+    return f"{who}{sep}{rise if c.difference > 0 else fall} {thing}{change_text(c)}"

@@ -1,8 +1,10 @@
 """The report's first screen: one line per section saying what it found, in plain words.
 
 Each section's full summary, figure and table follow further down; this block is what a
-reader sees before scrolling. A line is marked ``found`` only when the numbers support it
-(95% Wilson intervals that do not overlap, a score clearly above its baseline); otherwise
+reader sees before scrolling. Every accuracy in it carries its 95% Wilson interval, and a
+line is marked ``found`` only when the numbers support it (two conditions on the same
+queries: the exact McNemar test and the bootstrap interval on the difference agree; a
+head score: two standard errors above its threshold); otherwise
 it is ``no effect`` or ``partial``, with the reason, so a null result reads as a result.
 Every reading falls back to the section's own ``summary()`` if a result lacks a field.
 """
@@ -13,7 +15,14 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, Literal
 
-from icl_lens.core.stats import proportion_interval
+from icl_lens.core.stats import (
+    PairedComparison,
+    accuracy_ci,
+    compare_paired,
+    format_p,
+    proportion_interval,
+    recovery_text,
+)
 
 Verdict = Literal["found", "partial", "no effect", "reported"]
 """``reported``: a section without a reading here; its line is its own summary."""
@@ -31,27 +40,45 @@ class Finding:
 
 
 def _apart(k_low: int, n_low: int, k_high: int, n_high: int) -> bool:
-    """Whether two proportions' 95% Wilson intervals do not overlap (high above low)."""
+    """Whether two proportions' 95% Wilson intervals do not overlap (high above low).
+
+    For accuracies on different queries; two conditions on the same queries are compared
+    with the paired test instead (:func:`_raises`), which is the sharper of the two.
+    """
     return proportion_interval(k_high, n_high)[0] > proportion_interval(k_low, n_low)[1]
+
+
+def _raises(c: PairedComparison) -> bool:
+    """The paired test and its interval both say condition ``a`` is above ``b``."""
+    return c.significant and c.difference > 0
+
+
+def _test(c: PairedComparison) -> str:
+    return f"McNemar {format_p(c.p_value)}" if c.test == "mcnemar-exact" else f"paired test {format_p(c.p_value)}"
 
 
 def _accuracy(r: Any) -> tuple[Verdict, str, str]:
     correct = r.correct[0]  # [shots, prompts] of the report's one task
     n = int(correct.shape[-1])
-    k0, k1 = int(correct[0].sum()), int(correct[-1].sum())
-    headline = f"{k0 / n:.0%} at {r.shots[0]} shots, {k1 / n:.0%} at {r.shots[-1]} shots on {r.tasks[0]} ({n} queries)"
-    if _apart(k0, n, k1, n):
+    a0, a1 = (float(correct[i].float().mean()) for i in (0, -1))
+    c = compare_paired(correct[-1], correct[0], seed=r.config.seed)
+    headline = (
+        f"{accuracy_ci(a0, n)} at {r.shots[0]} shots, {accuracy_ci(a1, n)} at {r.shots[-1]} shots "
+        f"({_test(c)}) on {r.tasks[0]} ({n} queries)"
+    )
+    if _raises(c):
         return "found", "the model learns the task from its prompt, " + headline, ""
-    return "no effect", headline, "the demonstrations do not raise accuracy beyond the 95% intervals"
+    return "no effect", headline, f"the demonstrations do not raise accuracy beyond the 95% intervals (n = {n})"
 
 
 def _induction(r: Any) -> tuple[Verdict, str, str]:
-    heads = r.top_heads(3)
-    scores = ", ".join(f"L{l}H{h} ({float(r.induction_mean[l, h]):.2f})" for l, h in heads)
-    best = float(r.induction_mean[heads[0]])
-    if best >= 0.3:
-        return "found", f"induction heads: {scores}", ""
-    return "no effect", f"no clear induction head (best {scores.split(',')[0]})", "no head scores above 0.3"
+    se = r.induction_se
+    scored = [f"L{l}H{h} ({float(r.induction_mean[l, h]):.2f} ± {float(se[l, h]):.2f})" for l, h in r.top_heads(3)]
+    best = r.top_heads(1)[0]
+    # the score must clear 0.3 by two standard errors (a NaN error, one probe row, never does)
+    if float(r.induction_mean[best]) - 2 * float(se[best]) >= 0.3:
+        return "found", f"induction heads: {', '.join(scored)} (± one s.e.)", ""
+    return "no effect", f"no clear induction head (best {scored[0]}, ± one s.e.)", "no head scores above 0.3"
 
 
 def _icl_score(r: Any) -> tuple[Verdict, str, str]:
@@ -64,44 +91,57 @@ def _icl_score(r: Any) -> tuple[Verdict, str, str]:
 
 def _function_vector(r: Any) -> tuple[Verdict, str, str]:
     heads = ", ".join(f"L{l}H{h}" for l, h in r.heads[:4])
-    aie = float(r.aie.max())
-    headline = f"{len(r.heads)} heads carry the task ({heads} ...); best average indirect effect {aie:+.2f}"
-    if aie > 0.05:
+    l, h = r.ranking()[0]
+    aie, se = float(r.aie[l, h]), float(r.aie_se[l, h])
+    headline = (
+        f"{len(r.heads)} heads carry the task ({heads} ...); best average indirect effect "
+        f"{aie:+.2f} ± {se:.2f} (L{l}H{h}, ± one s.e.)"
+    )
+    if aie - 2 * se > 0.05:
         return "found", headline, ""
-    return "no effect", headline, "no head's mean output restores the answer on shuffled-label prompts"
+    return "no effect", headline, "no head's mean output restores the answer on shuffled-label prompts beyond its error"
 
 
 def _task_vector(r: Any) -> tuple[Verdict, str, str]:
     n = int(r.n_test)
-    k_tv, k_zero = round(r.test_accuracy_at_best * n), round(r.zero_shot_accuracy * n)
+    vs_zero = r.vs_zero_shot
     headline = (
-        f"{r.test_accuracy_at_best:.0%} with the task vector (layer {r.best_layer}) vs {r.icl_accuracy:.0%} "
-        f"ICL and {r.zero_shot_accuracy:.0%} zero-shot ({n} queries)"
+        f"{accuracy_ci(r.test_accuracy_at_best, n)} with the task vector (layer {r.best_layer}) vs "
+        f"{accuracy_ci(r.icl_accuracy, n)} ICL and {accuracy_ci(r.zero_shot_accuracy, n)} zero-shot "
+        f"({_test(vs_zero)} against zero-shot; {n} queries)"
     )
     ceiling = None if r.ceiling_accuracy is None else float(r.ceiling_accuracy.max())
-    if ceiling is not None and r.test_accuracy_at_best < 0.6 * r.icl_accuracy:
+    below_icl = r.vs_icl.significant and r.vs_icl.difference < 0
+    if ceiling is not None and below_icl:
         why = (
             f"the ceiling explains it: even each query's own ICL state, patched in at the same layers, reaches "
-            f"only {ceiling:.0%}. At this depth the model still reads the demonstrations themselves, so no single "
-            "last-token vector can stand in for them (the task-vector authors report the same for models under "
-            "a few billion parameters); the function vector above, made of head outputs, does carry the task"
+            f"only {accuracy_ci(ceiling, n)}. At this depth the model still reads the demonstrations themselves, "
+            "so no single last-token vector can stand in for them (the task-vector authors report the same for "
+            "models under a few billion parameters); the function vector above, made of head outputs, does "
+            "carry the task"
         )
-        return "partial" if _apart(k_zero, n, k_tv, n) else "no effect", headline, why
-    if _apart(k_zero, n, k_tv, n):
+        return "partial" if _raises(vs_zero) else "no effect", headline, why
+    if _raises(vs_zero):
         return "found", headline, ""
-    return "no effect", headline, "the vector does not lift zero-shot accuracy beyond the 95% intervals"
+    return "no effect", headline, f"the vector does not lift zero-shot accuracy beyond the 95% intervals (n = {n})"
 
 
 def _implant(r: Any) -> tuple[Verdict, str, str]:
     zero, put, icl = r.acc("zero_shot"), r.acc("zero_shot+vector"), r.acc("icl")
     n = int(r.n_test)
+    c = r.comparison("zero_shot+vector", "zero_shot")
+    ratio = recovery_text(r.recovery(), "ICL")
     headline = (
-        f"the {r.vector_kind} vector added to zero-shot prompts: {zero:.0%} -> {put:.0%} "
-        f"(ICL {icl:.0%}, {r.recovered:.0%} of it recovered; {n} queries)"
+        f"the {r.vector_kind} vector added to zero-shot prompts: {accuracy_ci(zero, n)} -> "
+        f"{accuracy_ci(put, n)} ({_test(c)}; ICL {accuracy_ci(icl, n)}, {ratio}; {n} queries)"
     )
-    if _apart(round(zero * n), n, round(put * n), n):
+    if _raises(c):
         return "found", headline, ""
-    return "no effect", headline, "the implanted vector does not move zero-shot accuracy beyond the 95% intervals"
+    return (
+        "no effect",
+        headline,
+        f"the implanted vector does not move zero-shot accuracy beyond the 95% intervals (n = {n})",
+    )
 
 
 def _kernel(r: Any) -> tuple[Verdict, str, str]:
@@ -109,11 +149,13 @@ def _kernel(r: Any) -> tuple[Verdict, str, str]:
     agree, majority = r.best_head_agreement("model"), r.majority_agreement("model")
     n = int((~r.selection).sum())
     headline = (
-        f"on {r.task}, the attention vote of L{layer}H{head} predicts the model's answer on {agree:.0%} of "
-        f"{n} held-out prompts (majority label {majority:.0%}, chance {r.chance:.0%})"
+        f"on {r.task}, the attention vote of L{layer}H{head} predicts the model's answer on "
+        f"{accuracy_ci(agree, n)} of {n} held-out prompts (majority label {accuracy_ci(majority, n)}, "
+        f"chance {r.chance:.0%})"
     )
-    if proportion_interval(round(agree * n), n)[0] > majority:
-        return "found", headline, ""
+    c = r.vote_vs_majority("model")
+    if _raises(c):
+        return "found", headline + f" ({_test(c)})", ""
     return "no effect", headline, "the vote does not beat the majority label beyond its 95% interval"
 
 

@@ -85,7 +85,7 @@ class StudyAccuracyResult(Result):
 
 
 VECTOR_ACCURACIES = ("icl", "zero_shot", "zs_fv", "shuffled", "shuffled_fv", "zs_universal")
-TV_ACCURACIES = ("icl5", "tv_zero_shot", "tv")
+TV_ACCURACIES = ("icl5", "tv_zero_shot", "tv", "own_state")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +187,7 @@ class VectorTableResult(Result):
                 cells.append(f"**{text}**" if sig is not None and r.get(sig) == 1 else text)
             cells.append(f"{_queries(r, 'n_fv', 'fv_folds')} / {_queries(r, 'n_tv', 'tv_folds')}")
             cells += [_plain(r.get("fv_layer")), _plain(r.get("tv_fold_layers", r.get("tv_layer")))]
-            cells += [_cell(c, r.get(c)) for _, c in extra]
+            cells += [pct_with_interval(r, c) if c in TV_ACCURACIES else _cell(c, r.get(c)) for _, c in extra]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import icl_lens as il
@@ -21,9 +23,12 @@ def test_a_random_model_finds_nothing_and_says_why(tiny, word_task):
     f = finding("accuracy", "ICL accuracy", acc)
     assert f.verdict == "no effect" and "beyond the 95% intervals" in f.why
     assert f.headline.endswith("on next_char (6 queries)")
+    # each accuracy with its Wilson interval, and the paired test that decided
+    assert len(re.findall(r"\d+% \[\d+%, \d+%\]", f.headline)) == 2 and "McNemar p" in f.headline
     scan = il.find_induction_heads(tiny, n_sequences=2, repeat_lengths=(8,), weight_scores=False)
     f = finding("induction", "Induction heads", scan)
     assert f.verdict == "no effect" and "no head scores above 0.3" in f.why
+    assert re.search(r"best L\d+H\d+ \(-?\d\.\d\d ± \d\.\d\d\), ± one s\.e\.", f.headline)
 
 
 def test_an_unknown_section_falls_back_to_its_summary(tiny, word_task):
