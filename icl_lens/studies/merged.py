@@ -16,7 +16,7 @@ import torch
 
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.results import Result, results_equal
-from icl_lens.core.stats import PairedComparison
+from icl_lens.core.stats import PairedComparison, accuracy_interval, rate_interval
 from icl_lens.studies.tables import InductionVsFvResult, StudyAccuracyResult, VectorTableResult
 from icl_lens.studies.units import Unit
 from icl_lens.studies.universal import UNIVERSAL_KIND, heads_label, universal_heads
@@ -125,12 +125,15 @@ class StudyResults:
         for ax in axes.flat[len(tvs) :]:
             ax.axis("off")
         for ax, (u, tv) in zip(axes.flat, tvs):
-            ax.plot(tv.layers, tv.test_accuracy.tolist(), marker="o", ms=2, label="task vector")  # type: ignore[attr-defined]
-            if tv.ceiling_accuracy is not None:  # type: ignore[attr-defined]
-                ax.plot(
-                    tv.layers, tv.ceiling_accuracy.tolist(), marker="s", ms=2, color="purple", label="own ICL state"
-                )  # type: ignore[attr-defined]
+            curves = [("task vector", tv.test_correct, "C0", "o")]  # type: ignore[attr-defined]
+            if tv.ceiling_correct is not None:  # type: ignore[attr-defined]
+                curves.append(("own ICL state", tv.ceiling_correct, "purple", "s"))  # type: ignore[attr-defined]
+            for name, correct, color, marker in curves:  # each with its 95% Wilson band
+                low, high = accuracy_interval(correct)
+                ax.plot(tv.layers, correct.float().mean(-1).tolist(), marker=marker, ms=2, color=color, label=name)  # type: ignore[attr-defined]
+                ax.fill_between(tv.layers, low.tolist(), high.tolist(), color=color, alpha=0.15, lw=0)  # type: ignore[attr-defined]
             ax.axhline(tv.icl_accuracy, color="green", ls="--", lw=0.8, label="ICL")  # type: ignore[attr-defined]
+            ax.axhspan(*rate_interval(tv.icl_accuracy, tv.n_test), color="green", alpha=0.08, lw=0)  # type: ignore[attr-defined]
             ax.set_title(f"{u.task} ({u.model})" if len({x.model for x, _ in tvs}) > 1 else str(u.task), fontsize=9)
             ax.set_ylim(-0.02, 1.02)
         for ax in axes[-1]:
@@ -138,7 +141,7 @@ class StudyResults:
         for ax in axes[:, 0]:
             ax.set_ylabel("zero-shot accuracy")
         axes.flat[0].legend(fontsize=7)
-        fig.suptitle("Replacing the last token's residual after block L (test queries)", fontsize=10)
+        fig.suptitle("Replacing the last token's residual after block L (test queries, 95% Wilson bands)", fontsize=10)
         fig.tight_layout()
         return fig
 
