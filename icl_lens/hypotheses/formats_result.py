@@ -106,8 +106,17 @@ class FormatSensitivityResult(Result):
         for y, (factor, _), (value, low, high) in zip(ys, self.conditions, stats, strict=True):
             ax.barh(y, value, xerr=[[value - low], [high - value]], color=FACTOR_COLORS.get(factor, "C0"), capsize=3)
         if self.vote_agrees is not None:
-            agree = [rate_with_interval(self.vote_agrees[c])[0] for c in range(len(names))]
-            ax.plot(agree, ys, "kD", ms=4, label=f"kernel head L{self.kernel_head[0]}H{self.kernel_head[1]} agrees")
+            votes = [rate_with_interval(self.vote_agrees[c]) for c in range(len(names))]
+            agree = [v[0] for v in votes]
+            ax.errorbar(
+                agree,
+                ys,
+                xerr=[[a - v[1] for a, v in zip(agree, votes)], [v[2] - a for a, v in zip(agree, votes)]],
+                fmt="kD",
+                ms=4,
+                capsize=2,
+                label=f"kernel head L{self.kernel_head[0]}H{self.kernel_head[1]} agrees",
+            )
             ax.legend(fontsize="small", loc="lower right")
         ax.set_yticks(ys, names, fontsize="small")
         ax.set_xlim(0, 1.02)
