@@ -125,7 +125,9 @@ def test_findings_fill_the_first_screen(report, tmp_path, run_chromium):
     page.write_text(report.html_path.read_text().replace("</body>", PROBE + "</body>"))
     dom = run_chromium(page, "--dump-dom", "--window-size=1280,800").stdout
     # the probe's numbers, not its own source text (which the dump holds too, with ${...})
-    n_items, bottom, height, first_section = (float(x) for x in re.search(r'id="probe">([-\d. ]+)<', dom).group(1).split())
+    n_items, bottom, height, first_section = (
+        float(x) for x in re.search(r'id="probe">([-\d. ]+)<', dom).group(1).split()
+    )
     assert n_items == len(report.outcomes)
     # the viewport of an 800-pixel window (headless Chromium may keep some of it for its frame)
     assert 600 <= height <= 800
