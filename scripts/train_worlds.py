@@ -5,7 +5,8 @@
     python scripts/train_worlds.py --threads 2 --runs /tmp/world_runs
 
 For each task world: train the configuration below from its fixed seed (timed), export
-its last checkpoint and an early one (step ``EARLY``, which the tests retrain and compare),
+its last checkpoint (and, for "tasks", an early one at step ``EARLY``, which the tests
+retrain and compare),
 run ``check_vectors`` on the last checkpoint and ``vector_emergence`` over every
 checkpoint, and save the emergence result beside the run. For the linear-regression
 world: train it, save the run (its weights are a few hundred numbers) and compare it with
@@ -23,14 +24,16 @@ from pathlib import Path
 
 import torch
 
+from icl_lens.worlds.task_world import CONTROL_CONFIG, TaskToyConfig
+
 ROOT = Path(__file__).resolve().parent.parent
 EARLY = 20
 """The early checkpoint shipped with each task world, retrained by the tests."""
 
 WORLDS = {
-    "tasks": {},
-    "tasks_natural": {"tvp_layer": None},
-    "control": {"world": "control", "tvp_layer": None},
+    "tasks": TaskToyConfig(),
+    "tasks_natural": TaskToyConfig(tvp_layer=None),
+    "control": CONTROL_CONFIG,
 }
 
 
@@ -40,10 +43,10 @@ def load() -> str:
 
 
 def train_task_world(name: str, runs: Path, out: Path, reuse: bool) -> dict:
-    from icl_lens.worlds import TaskToyConfig, check_vectors, train_task_toy, vector_emergence
+    from icl_lens.worlds import check_vectors, train_task_toy, vector_emergence
     from icl_lens.worlds.task_run import export_run
 
-    config = TaskToyConfig(**WORLDS[name])
+    config = WORLDS[name]
     run_dir = runs / name
     if not reuse:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -52,14 +55,14 @@ def train_task_world(name: str, runs: Path, out: Path, reuse: bool) -> dict:
     run = train_task_toy(config, run_dir)
     seconds = time.perf_counter() - started
     print(f"[{name}] trained in {seconds:.0f} s ({load()}); {run.summary()}", flush=True)
-    early_dir = runs / f"{name}_early"
-    shutil.rmtree(early_dir, ignore_errors=True)
-    early = train_task_toy(config, early_dir, stop_after=EARLY, show_progress=False)
-
     target = out / name
     shutil.rmtree(target, ignore_errors=True)
     export_run(run, target / "run")
-    shutil.copyfile(early.checkpoint_path(EARLY), target / "run" / "checkpoints" / f"step_{EARLY:06d}.safetensors")
+    if name == "tasks":
+        early_dir = runs / f"{name}_early"
+        shutil.rmtree(early_dir, ignore_errors=True)
+        early = train_task_toy(config, early_dir, stop_after=EARLY, show_progress=False)
+        shutil.copyfile(early.checkpoint_path(EARLY), target / "run" / "checkpoints" / f"step_{EARLY:06d}.safetensors")
 
     check = check_vectors(run.model, list(run.tasks), function_vectors=name != "control")
     print(f"[{name}] {check.summary()}", flush=True)

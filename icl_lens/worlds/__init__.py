@@ -14,25 +14,33 @@
 * :func:`load_world` opens the worlds shipped with the package, already trained.
 """
 
-from icl_lens.worlds.check import VectorCheckConfig as VectorCheckConfig
-from icl_lens.worlds.check import check_vectors as check_vectors
-from icl_lens.worlds.check import vector_emergence as vector_emergence
-from icl_lens.worlds.check_result import EmergenceResult as EmergenceResult
-from icl_lens.worlds.check_result import VectorCheckResult as VectorCheckResult
-from icl_lens.worlds.gradient_descent import GradientDescentConfig as GradientDescentConfig
-from icl_lens.worlds.gradient_descent import compare_to_gradient_descent as compare_to_gradient_descent
+from icl_lens.worlds.check import (
+    VectorCheckConfig as VectorCheckConfig,
+    check_vectors as check_vectors,
+    vector_emergence as vector_emergence,
+)
+from icl_lens.worlds.check_result import EmergenceResult as EmergenceResult, VectorCheckResult as VectorCheckResult
+from icl_lens.worlds.gradient_descent import (
+    GradientDescentConfig as GradientDescentConfig,
+    compare_to_gradient_descent as compare_to_gradient_descent,
+)
 from icl_lens.worlds.gradient_descent_result import GradientDescentComparison as GradientDescentComparison
-from icl_lens.worlds.linear_regression import LinearRegressionConfig as LinearRegressionConfig
-from icl_lens.worlds.linear_regression import LinearRegressionRun as LinearRegressionRun
-from icl_lens.worlds.linear_regression import train_linear_regression_toy as train_linear_regression_toy
-from icl_lens.worlds.registry import emergence_result as emergence_result
-from icl_lens.worlds.registry import list_worlds as list_worlds
-from icl_lens.worlds.registry import load_world as load_world
-from icl_lens.worlds.task_run import TaskToyRun as TaskToyRun
-from icl_lens.worlds.task_run import load_task_run as load_task_run
-from icl_lens.worlds.task_run import train_task_toy as train_task_toy
-from icl_lens.worlds.task_world import TaskToyConfig as TaskToyConfig
-from icl_lens.worlds.task_world import world_tasks as world_tasks
+from icl_lens.worlds.linear_regression import (
+    LinearRegressionConfig as LinearRegressionConfig,
+    LinearRegressionRun as LinearRegressionRun,
+    train_linear_regression_toy as train_linear_regression_toy,
+)
+from icl_lens.worlds.registry import (
+    emergence_result as emergence_result,
+    list_worlds as list_worlds,
+    load_world as load_world,
+)
+from icl_lens.worlds.task_run import (
+    TaskToyRun as TaskToyRun,
+    load_task_run as load_task_run,
+    train_task_toy as train_task_toy,
+)
+from icl_lens.worlds.task_world import TaskToyConfig as TaskToyConfig, world_tasks as world_tasks
 
 __all__ = [
     "EmergenceResult",

@@ -34,8 +34,8 @@ from icl_lens.core.hooks import HookedModel
 from icl_lens.core.models import model_name
 from icl_lens.core.progress import progress
 from icl_lens.core.results import Config
-from icl_lens.prompting.prompts import get_template
 from icl_lens.prompting.tasks import Task, load_task
+from icl_lens.prompting.templates import get_template
 from icl_lens.vectors.function_vectors import function_vector
 from icl_lens.vectors.implant import evaluate_implant
 from icl_lens.vectors.task_vectors import task_vector

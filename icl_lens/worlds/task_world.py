@@ -88,8 +88,9 @@ class TaskToyConfig(Config):
         world_seed: draws the permutations, colour classes and namings.
         max_shots: demonstrations per training sequence (prompts with up to
             ``max_shots - 1`` demonstrations and a query are in distribution).
-        n_layers, n_heads, d_model, d_head: the transformer (MLPs on, LayerNorm,
-            ``d_mlp = 4 d_model``); ``positions``: learned (``"standard"``) or ``"rotary"``.
+        n_layers, n_heads, d_model, d_head: the transformer (LayerNorm,
+            ``d_mlp = 4 d_model``); ``positions``: learned (``"standard"``) or ``"rotary"``;
+            ``attn_only``: no MLPs.
         batch_size, n_steps, lr, weight_decay, checkpoint_every, seed: training (AdamW).
         tvp_layer: ``None`` (the natural run) or the layer whose residual stream the
             task-vector prompting loss shapes; ``tvp_weight`` multiplies that loss.
@@ -107,6 +108,7 @@ class TaskToyConfig(Config):
     d_model: int = 64
     d_head: int = 16
     positions: str = "standard"
+    attn_only: bool = False
     batch_size: int = 32
     n_steps: int = 3000
     lr: float = 3e-3
@@ -317,3 +319,12 @@ def world_loss(model: hooks.HookedModel, config: TaskToyConfig, batch: WorldBatc
     zs_logits = hooks.forward(model, batch.zero_shot, fwd_hooks=[(hooks.resid_post(config.tvp_layer), put)])
     tvp_loss = F.cross_entropy(zs_logits[:, -1], batch.zero_shot_answer)
     return icl_loss + config.tvp_weight * tvp_loss
+
+
+CONTROL_CONFIG = TaskToyConfig(
+    world="control", tvp_layer=None, n_layers=2, attn_only=True, batch_size=128, n_steps=4000, checkpoint_every=250
+)
+"""The shipped control world's configuration: task learning needs a lookup among the
+demonstrations (an induction-like circuit), which a small attention-only model with large
+batches learns in a few thousand steps; the task world's 4-layer model with MLPs does not
+within 6000 (docs/positive-controls.md)."""
