@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from icl_lens.worlds.task_world import CONTROL_CONFIG, TaskToyConfig
+from icl_lens.worlds.task_world import TaskToyConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 EARLY = 20
@@ -33,7 +33,6 @@ EARLY = 20
 WORLDS = {
     "tasks": TaskToyConfig(),
     "tasks_natural": TaskToyConfig(tvp_layer=None),
-    "control": CONTROL_CONFIG,
 }
 
 
@@ -64,7 +63,7 @@ def train_task_world(name: str, runs: Path, out: Path, reuse: bool) -> dict:
         early = train_task_toy(config, early_dir, stop_after=EARLY, show_progress=False)
         shutil.copyfile(early.checkpoint_path(EARLY), target / "run" / "checkpoints" / f"step_{EARLY:06d}.safetensors")
 
-    check = check_vectors(run.model, list(run.tasks), function_vectors=name != "control")
+    check = check_vectors(run.model, list(run.tasks))
     print(f"[{name}] {check.summary()}", flush=True)
     print(check.to_dataframe().to_string(), flush=True)
     emergence = vector_emergence(run)

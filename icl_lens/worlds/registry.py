@@ -6,9 +6,7 @@ and stored in ``icl_lens/data/worlds/<name>`` (about 1 MB each):
 * ``"tasks"``: the task world (:class:`~icl_lens.worlds.TaskToyConfig` defaults: 6 tasks,
   4 layers, TVP-loss at layer 1), where task and function vectors are found;
 * ``"tasks_natural"``: the same world and model trained without the TVP-loss: ICL is
-  perfect and task vectors are *not* found;
-* ``"control"``: the control world (task learning, fresh class names in every sequence),
-  where task vectors cannot help;
+  perfect and task vectors are *not* found (the negative control);
 * ``"linear_regression"``: one linear self-attention layer trained on in-context linear
   regression, which matches one step of gradient descent.
 
@@ -26,7 +24,7 @@ from icl_lens.core.errors import ConfigError
 from icl_lens.core.options import check_choice, choices
 from icl_lens.core.results import load_result
 
-ShippedWorld = Literal["tasks", "tasks_natural", "control", "linear_regression"]
+ShippedWorld = Literal["tasks", "tasks_natural", "linear_regression"]
 
 
 def world_directory(name: str) -> Path:

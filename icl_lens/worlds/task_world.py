@@ -25,7 +25,8 @@ Two worlds:
   defined only by the demonstrations' labels. The model must find a demonstration of the
   query's class and copy its label, a lookup that depends on the query; it has never seen
   a naming twice, so it has no reason to hold one in a single vector. A Task of this world
-  is one fixed naming.
+  is one fixed naming. The lookup needs an induction-like circuit, which the models tried
+  so far learn slowly (train it naturally, ``tvp_layer=None``; docs/positive-controls.md).
 
 The task-vector prompting loss (TVP-loss) of Yang et al. (2025), "Task vectors in
 in-context learning: emergence, formation, and benefit", is a training option
@@ -319,12 +320,3 @@ def world_loss(model: hooks.HookedModel, config: TaskToyConfig, batch: WorldBatc
     zs_logits = hooks.forward(model, batch.zero_shot, fwd_hooks=[(hooks.resid_post(config.tvp_layer), put)])
     tvp_loss = F.cross_entropy(zs_logits[:, -1], batch.zero_shot_answer)
     return icl_loss + config.tvp_weight * tvp_loss
-
-
-CONTROL_CONFIG = TaskToyConfig(
-    world="control", tvp_layer=None, n_layers=2, attn_only=True, batch_size=128, n_steps=4000, checkpoint_every=250
-)
-"""The shipped control world's configuration: task learning needs a lookup among the
-demonstrations (an induction-like circuit), which a small attention-only model with large
-batches learns in a few thousand steps; the task world's 4-layer model with MLPs does not
-within 6000 (docs/positive-controls.md)."""

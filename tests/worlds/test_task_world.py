@@ -130,16 +130,16 @@ def test_task_and_function_vectors_are_found_in_the_task_world(tasks_world):
 
 
 @pytest.mark.slow
-def test_task_vectors_are_not_found_without_the_tvp_loss_nor_in_the_control_world():
+def test_task_vectors_are_not_found_without_the_tvp_loss():
     natural = load_world("tasks_natural")
+    assert natural.config == TaskToyConfig(tvp_layer=None)
     result = check_vectors(natural.model, list(natural.tasks), function_vectors=False)
-    assert result.outcomes("icl").float().mean() >= 0.9
-    assert result.verdict("task_vector") == "not found"
-    control = load_world("control")
-    result = check_vectors(control.model, list(control.tasks), function_vectors=False)
+    assert result.outcomes("icl").float().mean() >= 0.9  # ICL is as good as in the TVP world
     ratio, low, high = result.recovered("task_vector")
     assert result.verdict("task_vector") == "not found" and high < 0.5
     assert "NOT FOUND" in result.summary()
+    # and the implanted vector leaves the model at zero-shot: no significant lift
+    assert not result.lift("task_vector").significant
 
 
 def test_emergence_over_checkpoints_of_a_short_run(tmp_path):
