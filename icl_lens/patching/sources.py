@@ -133,6 +133,13 @@ def _batch_values(
 
 def _cache_values(cache: Mapping[str, Tensor], n_layers: int, target: PromptBatch, full: bool) -> Tensor:
     """``hook_z`` of every layer from a cache, as ``[batch, (pos,) n_layers, n_heads, d_head]``."""
+    missing = [hooks.z(l) for l in range(n_layers) if hooks.z(l) not in cache]
+    if missing:
+        raise ConfigError(
+            f"the source cache lacks {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}: a head sweep "
+            f"needs hook_z of all {n_layers} layers. Cache them all, e.g. "
+            "run_with_cache(..., names_filter=lambda n: n.endswith('hook_z'))."
+        )
     per_layer = [torch.as_tensor(cache[hooks.z(l)]).detach().cpu() for l in range(n_layers)]
     acts = torch.stack(per_layer, dim=2)  # [batch, pos, n_layers, n_heads, d_head]
     if acts.shape[:2] != target.tokens.shape:

@@ -38,6 +38,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from icl_lens.core import validate
 from icl_lens.core.errors import PromptError
 from icl_lens.core.hooks import HookedModel, spec
 from icl_lens.core.options import check_choice
@@ -141,7 +142,7 @@ def build_prompts(
     """Build a batch of ICL prompts for ``task`` and record where everything is.
 
     Args:
-        model: anything with a HuggingFace ``tokenizer`` (bridge, HookedTransformer).
+        model: anything with a HuggingFace ``tokenizer`` (a TransformerBridge).
         task: a :class:`Task` or a task name / file path (see :func:`load_task`).
         n_shots: demonstrations per prompt (default 10, or ``len(fixed_demos)``; ignored
             for ``kind="zero_shot"``).
@@ -164,6 +165,10 @@ def build_prompts(
             for every prompt) or ``"right"``.
         prepend_bos: prepend the tokenizer's BOS token (default: the model's setting).
     """
+    n_prompts = validate.count(n_prompts, "n_prompts", error=PromptError)
+    n_shots = None if n_shots is None else validate.count(n_shots, "n_shots", minimum=0, error=PromptError)
+    seed = validate.seed(seed, error=PromptError)
+    variant = validate.count(variant, "variant", minimum=0, error=PromptError)
     request = _check_request(task, n_shots, n_prompts, template, kind, demos_from, fixed_demos, padding_side, demos)
     encoder = PieceEncoder(model, prepend_bos)
     if request.per_prompt is not None:
