@@ -14,33 +14,42 @@
 * :func:`load_world` opens the worlds shipped with the package, already trained.
 """
 
-from icl_lens.worlds.check import (
-    VectorCheckConfig as VectorCheckConfig,
-    check_vectors as check_vectors,
-    vector_emergence as vector_emergence,
-)
-from icl_lens.worlds.check_result import EmergenceResult as EmergenceResult, VectorCheckResult as VectorCheckResult
-from icl_lens.worlds.gradient_descent import (
-    GradientDescentConfig as GradientDescentConfig,
-    compare_to_gradient_descent as compare_to_gradient_descent,
-)
-from icl_lens.worlds.gradient_descent_result import GradientDescentComparison as GradientDescentComparison
-from icl_lens.worlds.linear_regression import (
-    LinearRegressionConfig as LinearRegressionConfig,
-    LinearRegressionRun as LinearRegressionRun,
-    train_linear_regression_toy as train_linear_regression_toy,
-)
-from icl_lens.worlds.registry import (
-    emergence_result as emergence_result,
-    list_worlds as list_worlds,
-    load_world as load_world,
-)
-from icl_lens.worlds.task_run import (
-    TaskToyRun as TaskToyRun,
-    load_task_run as load_task_run,
-    train_task_toy as train_task_toy,
-)
-from icl_lens.worlds.task_world import TaskToyConfig as TaskToyConfig, world_tasks as world_tasks
+from typing import TYPE_CHECKING
+
+from icl_lens.core.lazy import lazy_exports
+
+# Re-exports, imported on first use (icl_lens.core.lazy): the command line reads the shipped
+# worlds' names (registry) before torch is imported.
+if TYPE_CHECKING:
+    from icl_lens.worlds.check import (
+        VectorCheckConfig as VectorCheckConfig,
+        check_vectors as check_vectors,
+        vector_emergence as vector_emergence,
+    )
+    from icl_lens.worlds.check_result import EmergenceResult as EmergenceResult, VectorCheckResult as VectorCheckResult
+    from icl_lens.worlds.gradient_descent import (
+        GradientDescentConfig as GradientDescentConfig,
+        compare_to_gradient_descent as compare_to_gradient_descent,
+    )
+    from icl_lens.worlds.gradient_descent_result import GradientDescentComparison as GradientDescentComparison
+    from icl_lens.worlds.linear_regression import (
+        LinearRegressionConfig as LinearRegressionConfig,
+        LinearRegressionRun as LinearRegressionRun,
+        train_linear_regression_toy as train_linear_regression_toy,
+    )
+    from icl_lens.worlds.registry import (
+        emergence_result as emergence_result,
+        list_worlds as list_worlds,
+        load_world as load_world,
+    )
+    from icl_lens.worlds.task_run import (
+        TaskToyRun as TaskToyRun,
+        load_task_run as load_task_run,
+        train_task_toy as train_task_toy,
+    )
+    from icl_lens.worlds.task_world import TaskToyConfig as TaskToyConfig, world_tasks as world_tasks
+
+__getattr__, __dir__ = lazy_exports(__name__, __file__)
 
 __all__ = [
     "EmergenceResult",

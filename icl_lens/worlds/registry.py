@@ -16,15 +16,23 @@ A shipped task world holds its last checkpoint and, where measured, its emergenc
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+# Light imports only: the command line resolves ``--model toy:...`` with this module before
+# torch is imported.
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.options import check_choice, choices
-from icl_lens.core.results import load_result
 
 ShippedWorld = Literal["tasks", "tasks_natural", "linear_regression"]
+
+TOY_PREFIX = "toy:"
+"""Model names ``toy:<world>`` (``icl-lens report --model toy:tasks``) open a shipped task world."""
+
+TASK_WORLDS: tuple[str, ...] = ("tasks", "tasks_natural")
+"""The shipped worlds whose model is a transformer the report's analyses run on."""
 
 
 def world_directory(name: str) -> Path:
@@ -52,11 +60,35 @@ def load_world(name: str = "tasks") -> Any:
     return load_task_run(directory / "run")
 
 
+def toy_world(model: str) -> str | None:
+    """The shipped task world a model name ``toy:<world>`` names (``None`` for any other name).
+
+    Raises ConfigError for ``toy:`` followed by anything but a shipped task world.
+    """
+    if not model.strip().lower().startswith(TOY_PREFIX):
+        return None
+    name = model.strip()[len(TOY_PREFIX) :]
+    if name not in TASK_WORLDS:
+        hint = " (its analysis is the report's gradient_descent section)" if name == "linear_regression" else ""
+        raise ConfigError(
+            f"--model {model}: no such toy world{hint}; choose from " + ", ".join(TOY_PREFIX + w for w in TASK_WORLDS)
+        )
+    return name
+
+
+def world_task_names(name: str) -> tuple[str, ...]:
+    """The task names of the shipped task world ``name``, read from its config (no torch)."""
+    check_choice(name, Literal["tasks", "tasks_natural"], "task world")
+    saved = json.loads((world_directory(name) / "run" / "config.json").read_text(encoding="utf-8"))
+    return tuple(saved["config"]["tasks"]["__tuple__"])
+
+
 def emergence_result(name: str = "tasks") -> Any:
     """The shipped :class:`~icl_lens.worlds.EmergenceResult` of a task world (measured over all its checkpoints)."""
     path = world_directory(name) / "emergence"
     if not path.is_dir():
         raise ConfigError(f"no emergence result is shipped for world {name!r}")
     import icl_lens.worlds.check_result  # noqa: F401  (registers the result class)
+    from icl_lens.core.results import load_result
 
     return load_result(path)
