@@ -179,6 +179,10 @@ def test_single_commands_and_sections_on_a_toy_world(tmp_path, capsys):
     assert cli.main(["tv", "--model", "toy:tasks", "--task", "colour", "--size", "tiny", "--out", str(tmp_path)]) == 0
     tv = il.load_result(tmp_path / "task_vector")
     assert tv.origin.task == "colour" and tv.test_accuracy_at_best >= 0.75
+    capsys.readouterr()
+    assert cli.main(["accuracy", "--model", "toy:tasks", "--shots", "0", "1", "--n-prompts", "8", "--out", ""]) == 0
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert all(rows[t][-1] == "100%" for t in ("copy", "successor", "parity", "colour", "shape", "size"))
     # world settings: the world's prompt format, no built-in or natural-text prompts it cannot encode
     spec = il.model_spec(il.tiny_model(n_layers=4, seed=0))
     assert section("function_vector").config_for("tiny", spec, world=True).template == "hendel"
