@@ -189,3 +189,6 @@ def test_single_commands_and_sections_on_a_toy_world(tmp_path, capsys):
     implant = section("implant").config_for("small", spec, world=True)
     assert implant.specificity_tasks == () and implant.n_natural == 0
     assert section("function_vector").config_for("tiny", spec).template == "todd"
+    for s in SECTIONS:  # a world setting that is not a config field fails here
+        for size in ("tiny", "small", "paper"):
+            assert type(s.config_for(size, spec, world=True)) is s.config
