@@ -171,7 +171,7 @@ def test_toy_world_without_task_vectors_reads_not_found(tmp_path, capsys):
     finding = {f["key"]: f for f in index["findings"]}["vector_check"]
     assert finding["verdict"] == "no effect"
     assert "task vector not found: recovers 18% [10%, 27%] of ICL" in finding["headline"]
-    assert "ICL 100% on 78 held-out queries" in finding["headline"]
+    assert "ICL 100% [95%, 100%] on 78 held-out queries" in finding["headline"]
     assert index["config"]["task"] == "colour"
 
 
