@@ -39,8 +39,12 @@ if TYPE_CHECKING:
     from icl_lens.core.results import Config as Config, Result as Result, load_result as load_result
     from icl_lens.core.stats import (
         PairedComparison as PairedComparison,
+        accuracy_interval as accuracy_interval,
         compare_paired as compare_paired,
+        mean_interval as mean_interval,
         proportion_interval as proportion_interval,
+        ratio_interval as ratio_interval,
+        verdict as verdict,
     )
     from icl_lens.core.version import __version__ as __version__
 
@@ -315,6 +319,7 @@ __all__ = [
     "__version__",
     "ablate_heads",
     "abstract_label_map",
+    "accuracy_interval",
     "add_to_resid",
     "answer_logprob",
     "answer_prob",
@@ -357,6 +362,7 @@ __all__ = [
     "load_world",
     "logit_diff",
     "mean_head_activations",
+    "mean_interval",
     "merge_results",
     "model_spec",
     "next_token_logprobs",
@@ -365,6 +371,7 @@ __all__ = [
     "per_token_loss",
     "phase_change",
     "proportion_interval",
+    "ratio_interval",
     "recognition_vs_learning",
     "register_analysis",
     "replace_resid",
@@ -379,5 +386,6 @@ __all__ = [
     "train_task_toy",
     "train_toy_model",
     "vector_emergence",
+    "verdict",
     "world_tasks",
 ]
