@@ -46,18 +46,20 @@ from icl_lens.patching.options import AblationMethod
 Head = tuple[int, int]
 
 
-def normalize_heads(model: HookedModel, heads: Sequence[Sequence[int]]) -> list[Head]:
-    """Validate ``(layer, head)`` pairs against the model; sorted, duplicates removed."""
+def normalize_heads(model: HookedModel, heads: Sequence[Sequence[int]], *, n_heads: int | None = None) -> list[Head]:
+    """Validate ``(layer, head)`` pairs against the model (``n_heads`` per layer: the query
+    heads by default); sorted, duplicates removed."""
     s = hooks.spec(model)
+    n_heads = s.n_heads if n_heads is None else n_heads
     out: set[Head] = set()
     for item in heads:
         try:
             layer, head = (int(x) for x in item)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"heads must be (layer, head) pairs of ints, got {item!r}") from e
-        if not (0 <= layer < s.n_layers and 0 <= head < s.n_heads):
+        if not (0 <= layer < s.n_layers and 0 <= head < n_heads):
             raise ConfigError(
-                f"head {(layer, head)} does not exist: the model has {s.n_layers} layers of {s.n_heads} heads."
+                f"head {(layer, head)} does not exist: the model has {s.n_layers} layers of {n_heads} heads."
             )
         out.add((layer, head))
     return sorted(out)

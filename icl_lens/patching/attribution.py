@@ -64,7 +64,7 @@ def attribution_head_sweep(
     cached prefix), ``"plain"`` (a full backward pass) or ``"auto"`` (fast where it
     applies, plain for any chunk of prompts whose control row disagrees).
     """
-    runner = sweep_runner(model, method, positions=positions)
+    runner = sweep_runner(model, method, positions=positions, hook="z", attribution=True)
     inputs = sweep_inputs(model, target, source, metric=metric, positions=positions, show_progress=show_progress)
     return _attribution(model, inputs, runner, batch_size)  # type: ignore[return-value]
 
@@ -82,7 +82,7 @@ def attribution_resid_sweep(
     show_progress: bool | None = None,
 ) -> ResidPatchingResult:
     """Attribution-patching estimate of :func:`~icl_lens.patching.resid_sweep` for every layer."""
-    runner = sweep_runner(model, method, positions=positions, hook=hook)
+    runner = sweep_runner(model, method, positions=positions, hook=hook, attribution=True)
     inputs = sweep_inputs(
         model, target, source, metric=metric, positions=positions, hook=hook, show_progress=show_progress
     )
@@ -96,10 +96,10 @@ def _attribution(
     s = hooks.spec(model)
     target, hook = inputs.target, inputs.hook
     n, n_cols = len(target), target.tokens.shape[1]
-    cells = (s.n_layers,) + (() if hook is not None else (s.n_heads,))
+    cells = (s.n_layers,) + ((s.n_heads,) if inputs.per_head else ())
     attribution = torch.zeros(*cells, *((n_cols,) if inputs.positions == "each" else ()), n)
     baseline = torch.zeros(n)
-    names = [hooks.z(l) if hook is None else hooks.resid(hook, l) for l in range(s.n_layers)]
+    names = [hooks.z(l) if inputs.per_head else hooks.block_hook(hook, l) for l in range(s.n_layers)]  # type: ignore[arg-type]
     budget = TOKENS_PER_BACKWARD if runner.engine is None else TOKENS_PER_FAST_BACKWARD
     size = batch_size if batch_size is not None else max(1, budget // max(1, n_cols))
     for rows in row_chunks(n, size):
@@ -121,7 +121,7 @@ def _chunk(
     def fast(engine: LastPositionEngine) -> tuple[Tensor, Tensor]:
         state = engine.prefix_state(sub.tokens, sub.attention_mask, sub.last_pos)
         out, z, grad_z, resid, grad_resid = answer_gradients(engine, state, lambda lg: metric(lg, sub).float())
-        if inputs.hook is None:
+        if inputs.per_head:
             return out, _estimate(values, z, grad_z, "last")
         # residual l enters block l, so block l's resid_post is residual l + 1
         at = slice(1, n_layers + 1) if inputs.hook == "resid_post" else slice(0, n_layers)

@@ -80,6 +80,10 @@ class HeadPatchingResult(_PatchingResult):
     title = "Head patching"
     _axes = ("layer", "head", "position")
 
+    hook: str = "z"
+    """The per-head activation patched: ``z`` (head outputs), ``q``, ``k`` or ``v`` (for
+    ``k``/``v`` the head axis counts key/value heads)."""
+
     @property
     def n_layers(self) -> int:
         return int(self.patched.shape[0])
