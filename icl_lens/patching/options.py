@@ -41,6 +41,10 @@ MetricName = Literal["prob", "logprob", "accuracy", "logit_diff", "kl"]
 AblationMethod = Literal["zero", "mean", "resample"]
 """How :func:`~icl_lens.patching.ablation.ablate_heads` replaces a head's output."""
 
+Direction = Literal["denoising", "noising"]
+"""Which way a causal trace patches: clean activations into the corrupted run (denoising),
+or corrupted ones into the clean run (noising)."""
+
 Operation = Literal["add", "replace"]
 """How a vector is put into the residual stream: added to it (function vectors) or
 replacing it (task vectors)."""
