@@ -66,7 +66,7 @@ def reference(model, target, source, hook, positions, cells):
                 where = [[cols.index(c)] if c in cols else [] for c in range(n_cols)]
             for k, us in enumerate(where):
 
-                def patch(act, hook, us=us, layer=layer, head=head):
+                def patch(act, hook, us=us, layer=layer, head=head, cache=cache):
                     act = act.clone()
                     index = (0, us) if head is None else (0, us, head)
                     act[index] = cache[name(layer)][index]
