@@ -67,8 +67,9 @@ class PrefixState:
     keys: list[Float[Tensor, "batch kv_heads pos d_head"]]
     """Per layer: keys after rotary embedding, every column of the prompt."""
     values: list[Float[Tensor, "batch kv_heads pos d_head"]]
-    resid_pre: Float[Tensor, "batch n_layers d_model"]
-    """Residual entering each block, at each prompt's answer position."""
+    resid_pre: Float[Tensor, "batch n_layers_plus_1 d_model"]
+    """Residual entering each block, at each prompt's answer position; the last entry
+    leaves the last block (it enters the final norm)."""
     key_mask: Bool[Tensor, "batch pos"]
     """Columns the answer position attends to, excluding itself."""
     query_position: Int[Tensor, " batch"]
@@ -169,7 +170,7 @@ class LastPositionEngine(BlockEngine):
         s = self.spec
         keys: list[Tensor | None] = [None] * s.n_layers
         values: list[Tensor | None] = [None] * s.n_layers
-        resid = [None] * s.n_layers
+        resid = [None] * (s.n_layers + 1)
         device = hooks.device_of(self.model)
         last = last_pos.to(device)
 
@@ -186,6 +187,7 @@ class LastPositionEngine(BlockEngine):
                 (hooks.v(l), keep(values, l, False)),
                 (hooks.resid_pre(l), keep(resid, l, True)),
             ]
+        fwd.append((hooks.resid_post(s.n_layers - 1), keep(resid, s.n_layers, True)))
         logits = self.last_logits(tokens, attention_mask, last_pos, fwd)
         mask = attention_mask.to(device).bool()
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
