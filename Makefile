@@ -1,7 +1,9 @@
 # Two commands do everything on a fresh machine with Python 3.10+:
 #   make demo   set up .venv, then run the main job on the offline SmolLM2
 #   make test   set up .venv, then lint, run the whole test suite
-#               and build the docs with `mkdocs build --strict`
+#               and build the docs with `mkdocs build --strict`; the browser
+#               tests need headless Chromium, installed first when missing
+#               (as root with apt-get; otherwise it says what to run and stops)
 # Set-up runs again only when pyproject.toml changes (a stamp file in .venv remembers).
 
 PYTHON ?= python3
@@ -13,7 +15,7 @@ STAMP  := $(VENV)/.icl_lens-installed
 TORCH  ?= torch==2.13.0
 OUT    ?= results
 
-.PHONY: demo test lint setup clean bench docs notebooks
+.PHONY: demo test lint setup clean bench docs notebooks chromium
 
 setup: $(STAMP)
 
@@ -29,14 +31,17 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/icl-lens report --model smollm2 --task antonym --out report/
+	$(VENV)/bin/icl-lens report --model smollm2 --task present_past --out report/
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check icl_lens tests benchmarks scripts
 	$(VENV)/bin/ruff format --check icl_lens tests benchmarks scripts
 
 # The whole suite includes running every tutorial notebook (small sizes via ICL_LENS_FAST=1).
-test: lint
+chromium:
+	@sh scripts/ensure_chromium.sh
+
+test: chromium lint
 	$(PY) -m pytest -q
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 

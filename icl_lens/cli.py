@@ -3,20 +3,32 @@
 ``icl-lens report`` runs every analysis on one model and task and writes an offline HTML
 report; ``tasks``, ``accuracy``, ``induction``, ``fv`` and ``tv`` run one thing each.
 Defaults finish in minutes on a laptop CPU; ``--size paper`` uses the published settings.
+
+Every argument (the task and its file, the model folder, the output folder, the text
+file, numbers) is checked before anything is loaded. An error is one line on stderr that
+says what to do, never a traceback. Exit status: 0 success; 1 an error, or every report
+section failed; 2 a bad argument; 3 some report sections failed (the others are written).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+# Only light modules at the top: arguments are checked before torch is imported, so a
+# bad one is answered in a fraction of a second (tests/report/test_cli_bad_input.py).
+from icl_lens.core.errors import IclLensError
+from icl_lens.report.names import DEFAULT_SECTIONS, SECTION_KEYS, SIZES, fast_mode
 from icl_lens.studies.cli import add_study_commands
 
 if TYPE_CHECKING:
     from icl_lens.core.hooks import HookedModel
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
 DEMO_TASKS = ("antonym", "country_capital", "english_french", "present_past", "uppercase", "next_item")
 
@@ -55,8 +67,6 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
 
 
 def _size(args: argparse.Namespace) -> str:
-    from icl_lens.report import fast_mode
-
     return args.size or ("tiny" if fast_mode() else "small")
 
 
@@ -87,10 +97,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
         line = o.summary if o.status == "ok" else o.note
         print(f"{o.section.key:<18} {o.status:<8} {o.seconds:6.1f} s  {line}")
     print(f"\nwrote {report.html_path} (open it in a browser; it needs no network) [{report.seconds:.0f} s]")
-    if report.failed and args.strict:
-        print(f"failed sections: {', '.join(report.failed)}", file=sys.stderr)
-        return 1
-    return 0
+    if not report.failed:
+        return EXIT_OK
+    ran = [o for o in report.outcomes if o.status != "skipped"]
+    everything = len(report.failed) == len(ran)
+    print(
+        f"icl-lens: {len(report.failed)} of {len(ran)} sections failed ({', '.join(report.failed)}); "
+        f"their errors are in {report.html_path}",
+        file=sys.stderr,
+    )
+    return EXIT_ERROR if everything or args.strict else EXIT_PARTIAL
 
 
 def _cmd_single(args: argparse.Namespace) -> int:
@@ -100,24 +116,29 @@ def _cmd_single(args: argparse.Namespace) -> int:
     from icl_lens.report import RunContext, run_section, section
 
     chosen = section(args.section)
+    task = load_task(args.task) if getattr(args, "task", None) else load_task("present_past")
     model = _load(args)
-    task = load_task(args.task) if getattr(args, "task", None) else load_task("antonym")
     ctx = RunContext(model=model, task=task)
     out = Path(args.out)
     outcome = run_section(chosen, ctx, chosen.config_for(_size(args), spec(model), args.seed), out)
     if outcome.status != "ok":
-        print(f"{chosen.title}: {outcome.status}: {outcome.note}", file=sys.stderr)
-        return 1
+        print(f"icl-lens: {chosen.title} {outcome.status}: {' '.join(outcome.note.split())}", file=sys.stderr)
+        return EXIT_ERROR
     print(outcome.result.to_dataframe().head(args.rows).to_string())
     print(f"\n{outcome.summary}  [{outcome.seconds:.0f} s]")
     print(f"wrote {out / outcome.saved}/ (il.load_result) and {out / 'figures' / (chosen.key + '.png')}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from icl_lens.report.sections import SECTION_KEYS, SIZES
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (the usage is one ``--help`` away)."""
 
-    p = argparse.ArgumentParser(
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
         prog="icl-lens",
         description=(
             "Take in-context learning apart: induction heads, function vectors, task vectors, patching. "
@@ -131,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--model", default="smollm2", help="'smollm2' (offline), a local HF directory, or a hub name")
         if task:
             sp.add_argument(
-                "--task", default="antonym", help="built-in task (see `icl-lens tasks`) or a .json/.csv file"
+                "--task", default="present_past", help="built-in task (see `icl-lens tasks`) or a .json/.csv file"
             )
         sp.add_argument(
             "--size",
@@ -155,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--text", default=None, help="natural text file for the ICL score (default: the built-in Austen chapters)"
     )
     r.add_argument("--no-attention-view", action="store_true", help="leave out the interactive attention view")
-    r.add_argument("--strict", action="store_true", help="exit with status 1 if any section fails")
+    r.add_argument(
+        "--strict", action="store_true", help="exit with status 1 (not 3) when some sections fail and others work"
+    )
     r.set_defaults(func=_cmd_report)
 
     t = sub.add_parser("tasks", help="list the built-in ICL tasks and their sizes")
@@ -185,9 +208,83 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_arguments(args: argparse.Namespace) -> list[str]:
+    """Every problem with the arguments, one line each, found without importing torch or loading a model."""
+    from icl_lens.core import validate
+    from icl_lens.core.model_access import SMOLLM2_ALIASES, check_model_dir
+    from icl_lens.core.result_files import check_results_folder
+
+    problems: list[str] = []
+
+    def check(fn, *a, **k):  # type: ignore[no-untyped-def]
+        try:
+            return fn(*a, **k)
+        except IclLensError as e:
+            problems.append(" ".join(str(e).split()))
+            return None
+
+    if getattr(args, "seed", None) is not None and args.seed < 0:
+        problems.append(f"--seed must be >= 0, got {args.seed}")
+    for name in ("n_prompts", "rows"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            problems.append(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if any(s < 0 for s in getattr(args, "shots", None) or ()):
+        problems.append(f"--shots must be >= 0, got {args.shots}")
+    if getattr(args, "task", None) is not None or getattr(args, "tasks", None):
+        from icl_lens.prompting.tasks import load_task
+
+        for task in [args.task] if getattr(args, "task", None) is not None else args.tasks:
+            check(load_task, task)
+    model = getattr(args, "model", None)
+    if model is not None and model.strip().lower() not in SMOLLM2_ALIASES:
+        path = Path(model).expanduser()
+        if path.exists():
+            check(check_model_dir, path)
+        elif model.startswith((".", "/", "~")) or model.count("/") > 1:
+            problems.append(f"--model {model}: no such folder; give a HuggingFace model folder, a hub name or smollm2")
+    if getattr(args, "text", None):
+        check(validate.read_text_file, validate.path(args.text, "--text"), "--text file")
+    if getattr(args, "out", None) and args.command != "study":  # a study's folders are its own (studies/)
+        # Where each result will be saved: nothing there may be overwritten that icl_lens did not write.
+        if args.command == "report":
+            names = tuple(args.sections or DEFAULT_SECTIONS)
+        else:
+            names = ("accuracy",) if args.command == "accuracy" else (args.section,)
+        check(check_results_folder, args.out, names)
+    if getattr(args, "spec", None) is not None and not Path(args.spec).is_file():
+        problems.append(f"study spec {args.spec} does not exist; give the path of a study's .toml file")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    """Run ``icl-lens``; returns the exit status (see the module docstring)."""
+    args = build_parser().parse_args(argv)  # a malformed command line: one line, status 2
+    try:
+        problems = check_arguments(args)
+        if problems:
+            for line in problems[:2] if len(problems) > 3 else problems:
+                print(f"icl-lens: error: {line}", file=sys.stderr)
+            if len(problems) > 3:
+                print(f"icl-lens: error: ... and {len(problems) - 2} more problems with the arguments", file=sys.stderr)
+            return EXIT_USAGE
+        return int(args.func(args) or 0)
+    except IclLensError as e:
+        print(f"icl-lens: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("icl-lens: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: one line, the traceback on request
+        if os.environ.get("ICL_LENS_DEBUG"):
+            raise
+        first = (str(e).splitlines() or [""])[0][:200]
+        print(
+            f"icl-lens: internal error {type(e).__name__}: {first} (run with ICL_LENS_DEBUG=1 for the traceback, "
+            "and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

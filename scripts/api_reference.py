@@ -28,10 +28,16 @@ def layers() -> list[tuple[str, str, list[tuple[str, str]]]]:
     source = (ROOT / "icl_lens" / "__init__.py").read_text()
     lines = source.splitlines()
     out: list[tuple[str, str, list[tuple[str, str]]]] = []
-    for node in ast.parse(source).body:
-        if not isinstance(node, ast.ImportFrom) or not node.module:
+    # The re-exports sit under `if TYPE_CHECKING:` (they are imported on first use).
+    body = [n for top in ast.parse(source).body for n in (top.body if isinstance(top, ast.If) else [top])]
+    for node in body:
+        if (
+            not isinstance(node, ast.ImportFrom)
+            or not node.module
+            or node.module.startswith(("typing", "icl_lens.core.lazy"))
+        ):
             continue
-        above = lines[node.lineno - 2] if node.lineno >= 2 else ""
+        above = lines[node.lineno - 2].strip() if node.lineno >= 2 else ""
         match = re.match(r"#\s*([a-z]+):\s*(.+)", above)
         if match:
             out.append((match.group(1), match.group(2), []))

@@ -6,6 +6,11 @@ cache directory (~30 s the first time) and then boots in ~2 s, once per test ses
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -80,3 +85,46 @@ def tiny_hf_dir(tmp_path_factory):
     LlamaForCausalLM(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+# ---------------------------------------------------------------------------------------
+# headless Chromium, with no network: pages must render from their own bytes
+# ---------------------------------------------------------------------------------------
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # No network at all: the page must render from its own bytes.
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+    # Let the module script of circuitsvis run before the page is captured.
+    "--virtual-time-budget=10000",
+)
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    raise RuntimeError("headless Chromium is needed: apt-get install -y chromium (make test installs it as root)")
+
+
+def _run_chromium(page: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run(
+            [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, page.resolve().as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=True,
+        )
+
+
+@pytest.fixture(scope="session")
+def run_chromium():
+    """``run_chromium(page, *flags)``: headless Chromium on a local page (``make test`` installs it)."""
+    return _run_chromium

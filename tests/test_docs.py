@@ -51,3 +51,14 @@ def test_api_reference_covers_every_public_name():
     assert not missing, f"docs/api.md lacks {missing}: run python scripts/api_reference.py"
     render = runpy.run_path(str(ROOT / "scripts" / "api_reference.py"))["render"]
     assert api == render(), "docs/api.md is out of date: run python scripts/api_reference.py"
+
+
+def test_no_page_shows_code_that_transformerlens_4_cannot_run():
+    # HookedTransformer was removed in TransformerLens 4.0: importing it raises ImportError.
+    pages = [*(ROOT / "docs").rglob("*.md"), *(ROOT / "notebooks").glob("*.ipynb"), ROOT / "README.md"]
+    assert len(pages) > 10
+    for page in pages:
+        text = page.read_text()
+        assert "import HookedTransformer\n" not in text, page  # as code, not as the sentence that warns of it
+        assert "HookedTransformer.from_pretrained" not in text, page
+        assert "legacy `HookedTransformer`" not in text, page

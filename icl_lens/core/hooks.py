@@ -2,7 +2,7 @@
 
 Every analysis reads a model only through this module (and :mod:`icl_lens.patching`).
 A "model" is anything that speaks the TransformerLens vocabulary: a 4.x
-``TransformerBridge`` (compatibility mode on or off) or a legacy ``HookedTransformer``.
+``TransformerBridge`` (compatibility mode on or off), or any other object with the same hooks.
 What is required:
 
 * hook points named ``blocks.{l}.hook_resid_pre/mid/post``, ``blocks.{l}.hook_attn_out``,
@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float, Int, Shaped
 from torch import Tensor
 
-from icl_lens.core.errors import ModelContractError
+from icl_lens.core.errors import ModelContractError, PromptError
 from icl_lens.core.options import check_choice
 
 HookFn = Callable[[Tensor, Any], Tensor | None]
@@ -187,7 +187,7 @@ def spec(model: HookedModel) -> ModelSpec:
     if cfg is None or not hasattr(cfg, "n_layers"):
         raise ModelContractError(
             f"{type(model).__name__} has no TransformerLens `cfg`. Pass a TransformerBridge "
-            "(il.load_model / TransformerBridge.boot_transformers) or a HookedTransformer."
+            "(il.load_model / TransformerBridge.boot_transformers)."
         )
     n_heads = int(cfg.n_heads)
     n_kv = getattr(cfg, "n_key_value_heads", None) or n_heads
@@ -304,7 +304,23 @@ def forward(
     fwd_hooks: FwdHooks = (),
     **kwargs: Any,
 ) -> Float[Tensor, "batch pos d_vocab"]:
-    """One forward pass returning logits, with hooks attached only for this call."""
+    """One forward pass returning logits, with hooks attached only for this call.
+
+    Raises:
+        PromptError: ``tokens`` is not an integer tensor, or holds ids the model has no
+            embedding for (a batch built with another model's tokenizer).
+    """
+    if isinstance(tokens, Tensor) and tokens.is_floating_point():
+        raise PromptError(f"tokens must be integer ids, got a {tokens.dtype} tensor")
+    if isinstance(tokens, Tensor) and tokens.numel():
+        d_vocab = spec(model).d_vocab
+        low, high = int(tokens.min()), int(tokens.max())
+        if low < 0 or high >= d_vocab:
+            raise PromptError(
+                f"the tokens hold ids from {low} to {high}, but this model has {d_vocab} token embeddings "
+                f"({spec(model).name}): they were built with another model's tokenizer. Build the batch with "
+                "this model (il.build_prompts(model, ...))."
+            )
     device = device_of(model)
     tokens = tokens.to(device)
     if attention_mask is not None:
@@ -325,7 +341,7 @@ def run_with_cache(
     """Forward pass caching only ``names`` (detached), optionally with extra hooks.
 
     Implemented with our own caching hooks so that it behaves identically on a bridge and
-    on a legacy HookedTransformer, and so the cache never holds more than asked for.
+    on any HookedModel, and so the cache never holds more than asked for.
     """
     cache: dict[str, Tensor] = {}
 
@@ -347,8 +363,8 @@ def run_with_cache(
 
 
 def gather_positions(
-    acts: Float[Tensor, "batch pos ..."], positions: Int[Tensor, " batch"]
-) -> Float[Tensor, "batch ..."]:
+    acts: Shaped[Tensor, "batch pos ..."], positions: Int[Tensor, " batch"]
+) -> Shaped[Tensor, "batch ..."]:
     """Pick one position per row: ``acts[i, positions[i]]``."""
     idx = positions.to(acts.device).long()
     return acts[torch.arange(acts.shape[0], device=acts.device), idx]

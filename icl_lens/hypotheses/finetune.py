@@ -273,7 +273,7 @@ def compare_icl_finetuning(
     """Compare ICL with fine-tuning on the same demonstrations (Dai et al. 2023), with baselines.
 
     Args:
-        model: a TransformerBridge / HookedTransformer with a tokenizer. It is never
+        model: a TransformerBridge (any HookedModel) with a tokenizer. It is never
             modified: fine-tuning runs on a deep copy.
         task: any task; with a label set (``task.labels``) predictions are restricted to
             the labels' first tokens, otherwise they are the top-1 first token.

@@ -268,7 +268,7 @@ def kernel_regression(
     """Test "ICL is kernel regression over the demonstrations" head by head (Han et al. 2023).
 
     Args:
-        model: a TransformerBridge / HookedTransformer with a tokenizer.
+        model: a TransformerBridge (any HookedModel) with a tokenizer.
         task: a classification-style task (demonstrations share a small label set), e.g.
             ``"number_parity"``, ``"animal_object"``, ``"word_pos"``, ``"country_continent"``.
         config: see :class:`KernelRegressionConfig`; keyword ``overrides`` replace its fields.

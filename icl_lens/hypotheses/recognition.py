@@ -140,7 +140,7 @@ def recognition_vs_learning(
     """Accuracy by shot count with gold, random (recognition) and abstract (learning) labels.
 
     Args:
-        model: a TransformerBridge / HookedTransformer with a tokenizer.
+        model: a TransformerBridge (any HookedModel) with a tokenizer.
         task: a classification-style task (a shared label set), or its name.
         config: see :class:`RecognitionConfig`; keyword ``overrides`` replace its fields
             (``recognition_vs_learning(model, task, shots=(0, 4))``).

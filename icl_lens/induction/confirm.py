@@ -24,7 +24,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from icl_lens.core import hooks
+from icl_lens.core import hooks, validate
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.hooks import HookedModel
 from icl_lens.core.models import model_name
@@ -124,7 +124,7 @@ def confirm_induction_heads(
     if isinstance(heads, InductionHeadsResult):
         ranking = heads.top_heads(max(config.ks))
     else:
-        ranking = [tuple(h) for h in heads]
+        ranking = validate.head_list(heads, s.n_layers, s.n_heads)
         if len(normalize_heads(model, ranking)) != len(ranking):
             raise ConfigError("heads must be distinct (layer, head) pairs, best first")
     if len(ranking) < max(config.ks):

@@ -128,7 +128,7 @@ def find_induction_heads(
     duplicate-token, copying and K-composition behaviour.
 
     Args:
-        model: a TransformerBridge / HookedTransformer; a tokenizer is optional (without
+        model: a TransformerBridge (any HookedModel); a tokenizer is optional (without
             one, id 0 is BOS and every other id is ordinary vocabulary).
         config: an :class:`InductionConfig`; keyword ``overrides`` replace its fields.
         show_progress: progress bar over the forward passes (default: the global setting).

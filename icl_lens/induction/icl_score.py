@@ -187,6 +187,26 @@ def icl_score(
     return score_from_losses(loss, config, model_name(model))
 
 
+def log_position_bins(n_pos: int, n_bins: int) -> list[tuple[int, int]]:
+    """Log-spaced ``[start, stop)`` bins over positions ``1 .. n_pos - 1`` (empty bins dropped)."""
+    edges = torch.unique(torch.logspace(0, math.log10(n_pos), n_bins + 1).floor().long())
+    return [(a, b) for a, b in zip(edges[:-1].tolist(), edges[1:].tolist()) if b > a]
+
+
+def bin_centres(bins: Sequence[tuple[int, int]]) -> Float[Tensor, " bin"]:
+    """Geometric mean position of each ``[start, stop)`` bin."""
+    return torch.tensor([float(torch.arange(a, b, dtype=torch.float64).log().mean().exp()) for a, b in bins])
+
+
+def log_derivative(
+    positions: Float[Tensor, " bin"], loss: Float[Tensor, "... bin"]
+) -> tuple[Float[Tensor, " bin_minus_one"], Float[Tensor, "... bin_minus_one"]]:
+    """``d loss / d ln(position)`` between neighbouring bins, at the log-midpoints between them."""
+    log_pos = positions.log()
+    step = log_pos[1:] - log_pos[:-1]
+    return (0.5 * (log_pos[1:] + log_pos[:-1])).exp(), (loss[..., 1:] - loss[..., :-1]) / step
+
+
 def score_from_losses(loss: Float[Tensor, "context pos"], config: IclScoreConfig, name: str = "") -> IclScoreResult:
     """Build an :class:`IclScoreResult` from per-token losses (``[:, 0]`` ignored)."""
     e0, e1 = config.early_window
@@ -198,19 +218,10 @@ def score_from_losses(loss: Float[Tensor, "context pos"], config: IclScoreConfig
     diff = late - early
     sem = float(diff.std() / math.sqrt(len(diff))) if len(diff) > 1 else float("nan")
     mean = loss.nanmean(0)
-    n_pos = loss.shape[1]
-    edges = torch.unique(torch.logspace(0, math.log10(n_pos), config.n_bins + 1).floor().long())
-    centres, bins = [], []
-    for a, b in zip(edges[:-1].tolist(), edges[1:].tolist()):
-        if b > a:
-            positions = torch.arange(a, b, dtype=torch.float64)
-            centres.append(float(positions.log().mean().exp()))
-            bins.append(float(mean[a:b].mean()))
-    bin_pos = torch.tensor(centres)
-    bin_loss = torch.tensor(bins)
-    log_pos = bin_pos.log()
-    derivative = (bin_loss[1:] - bin_loss[:-1]) / (log_pos[1:] - log_pos[:-1])
-    derivative_pos = (0.5 * (log_pos[1:] + log_pos[:-1])).exp()
+    bins = log_position_bins(loss.shape[1], config.n_bins)
+    bin_pos = bin_centres(bins)
+    bin_loss = torch.tensor([float(mean[a:b].mean()) for a, b in bins])
+    derivative_pos, derivative = log_derivative(bin_pos, bin_loss)
     fit = torch.arange(config.early, config.late + 1)
     x = fit.double().log()
     y = mean[fit].double()

@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from icl_lens.core import hooks
-from icl_lens.core.errors import ConfigError
+from icl_lens.core import hooks, validate
 from icl_lens.core.hooks import HookedModel
 
 
@@ -63,8 +62,8 @@ def attention_view(
     from icl_lens.induction import sequences as seq
     from icl_lens.induction.detectors import InductionConfig
 
-    if not heads:
-        raise ConfigError("give at least one (layer, head) to show")
+    s = hooks.spec(model)
+    heads = validate.head_list(heads, s.n_layers, s.n_heads)
     if tokens is None:
         config = config or InductionConfig()
         length = repeat_length or max(config.repeat_lengths)

@@ -37,7 +37,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from icl_lens.core import hooks
+from icl_lens.core import hooks, validate
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.hooks import HookedModel
 from icl_lens.core.options import check_choice
@@ -46,23 +46,14 @@ from icl_lens.patching.options import AblationMethod
 Head = tuple[int, int]
 
 
-def normalize_heads(model: HookedModel, heads: Sequence[Sequence[int]], *, n_heads: int | None = None) -> list[Head]:
+def normalize_heads(
+    model: HookedModel, heads: Sequence[Sequence[int]], *, n_heads: int | None = None, allow_empty: bool = False
+) -> list[Head]:
     """Validate ``(layer, head)`` pairs against the model (``n_heads`` per layer: the query
     heads by default); sorted, duplicates removed."""
     s = hooks.spec(model)
     n_heads = s.n_heads if n_heads is None else n_heads
-    out: set[Head] = set()
-    for item in heads:
-        try:
-            layer, head = (int(x) for x in item)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"heads must be (layer, head) pairs of ints, got {item!r}") from e
-        if not (0 <= layer < s.n_layers and 0 <= head < n_heads):
-            raise ConfigError(
-                f"head {(layer, head)} does not exist: the model has {s.n_layers} layers of {n_heads} heads."
-            )
-        out.add((layer, head))
-    return sorted(out)
+    return sorted(set(validate.head_list(heads, s.n_layers, n_heads, allow_empty=allow_empty)))
 
 
 def _reference_tokens(reference: Any) -> tuple[Tensor, Tensor | None]:
@@ -111,8 +102,9 @@ def ablate_heads(
     """Ablate attention heads inside a ``with`` block; yields the model.
 
     Args:
-        model: a TransformerBridge or HookedTransformer (see :mod:`icl_lens.core.hooks`).
-        heads: ``(layer, head)`` pairs; query heads under grouped-query attention.
+        model: a TransformerBridge (any HookedModel; see :mod:`icl_lens.core.hooks`).
+        heads: ``(layer, head)`` pairs; query heads under grouped-query attention. An
+            empty list ablates nothing (a baseline run); a bare int is refused.
         method: ``"zero"``, ``"mean"`` or ``"resample"`` (see the module docstring).
         reference: tokens ``[batch, pos]`` or a ``PromptBatch`` providing the activations
             for ``"mean"`` and ``"resample"`` (its ``attention_mask`` excludes padding from
@@ -125,7 +117,8 @@ def ablate_heads(
     block exits, including on an exception.
     """
     check_choice(method, AblationMethod, "method")
-    head_list = normalize_heads(model, heads)
+    head_list = normalize_heads(model, heads, allow_empty=True)  # no heads: nothing ablated (a baseline)
+    seed = validate.seed(seed)
     if method != "zero" and reference is None:
         raise ConfigError(
             f"method={method!r} needs reference= (a PromptBatch or token tensor whose activations replace the heads')."

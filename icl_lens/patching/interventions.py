@@ -6,7 +6,7 @@ Each one attaches hooks on entry and removes them on exit, also when the body ra
         logits = model(batch.tokens, attention_mask=batch.attention_mask)
 
 They work on a TransformerBridge (compatibility mode on or off) and on anything else that
-speaks the TransformerLens hook contract (a legacy ``HookedTransformer``), with grouped-
+speaks the TransformerLens hook contract (the ``HookedModel`` protocol), with grouped-
 query attention (``heads`` then indexes the hook's own head axis: query heads for
 ``hook_q``/``hook_z``, key/value heads for ``hook_k``/``hook_v``) and padded batches.
 
@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from icl_lens.core import hooks
+from icl_lens.core import hooks, validate
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.hooks import HookedModel, ResidHook
 
@@ -158,6 +158,7 @@ def add_to_resid(
     ``"resid_pre"`` (entering it) or ``"resid_mid"``.
     """
     name = _resid_hook_name(model, layer, hook)
+    validate.vector(vector, hooks.spec(model).d_model, "vector")
     with _edit(model, name, vector, heads=None, positions=positions, scale=scale, what="add_to_resid"):
         yield model
 
@@ -171,11 +172,13 @@ def replace_resid(
     hook: ResidHook = "resid_post",
 ) -> contextlib.AbstractContextManager[HookedModel]:
     """Replace the residual stream at ``positions`` with ``[d_model]`` or ``[batch, d_model]`` values."""
+    validate.vector(values, hooks.spec(model).d_model, "values")
     return patch_activation(model, _resid_hook_name(model, layer, hook), values, positions=positions)
 
 
 def _resid_hook_name(model: HookedModel, layer: int, hook: ResidHook) -> str:
     n_layers = hooks.spec(model).n_layers
+    layer = validate.integer(layer, "layer")
     if not 0 <= layer < n_layers:
         raise ConfigError(f"layer {layer} out of range: the model has {n_layers} layers")
     return hooks.resid(hook, layer)

@@ -143,7 +143,15 @@ def _cache_values(
     cache: Mapping[str, Tensor], hook: PatchSite, n_layers: int, target: PromptBatch, full: bool
 ) -> Tensor:
     """``hook`` of every layer from a cache, as ``[batch, (pos,) n_layers, heads, d_head]``."""
-    per_layer = [torch.as_tensor(cache[hooks.head_hook(hook, l)]).detach().cpu() for l in range(n_layers)]  # type: ignore[arg-type]
+    names = [hooks.head_hook(hook, l) for l in range(n_layers)]  # type: ignore[arg-type]
+    missing = [n for n in names if n not in cache]
+    if missing:
+        raise ConfigError(
+            f"the source cache lacks {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}: a head sweep "
+            f"needs hook_{hook} of all {n_layers} layers. Cache them all, e.g. "
+            f"run_with_cache(..., names_filter=lambda n: n.endswith('hook_{hook}'))."
+        )
+    per_layer = [torch.as_tensor(cache[n]).detach().cpu() for n in names]
     acts = torch.stack(per_layer, dim=2)  # [batch, pos, n_layers, heads, d_head]
     if acts.shape[:2] != target.tokens.shape:
         raise ConfigError(

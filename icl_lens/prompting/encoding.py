@@ -61,14 +61,33 @@ class PieceEncoder:
         bos = self.tokenizer.bos_token_id
         self.bos: list[int] = [int(bos)] if prepend_bos and bos is not None else []
         self.pad_id = pad_token_id(self.tokenizer)
+        self.d_vocab = int(getattr(getattr(model, "cfg", None), "d_vocab", 0) or 0)
         self._cache: dict[str, list[int]] = {}
 
     def __call__(self, text: str) -> list[int]:
         if not text:
             return []
         if text not in self._cache:
-            self._cache[text] = list(self.tokenizer.encode(text, add_special_tokens=False))
+            ids = list(self.tokenizer.encode(text, add_special_tokens=False))
+            self._check(text, ids)
+            self._cache[text] = ids
         return self._cache[text]
+
+    def _check(self, text: str, ids: list[int]) -> None:
+        """Refuse text the tokenizer cannot encode, and ids the model has no embedding for."""
+        unk = self.tokenizer.unk_token_id
+        if unk is not None and unk in ids:
+            lost = sorted({ch for ch in text if unk in self.tokenizer.encode(ch, add_special_tokens=False)})
+            raise PromptError(
+                f"{text.strip()!r} holds characters this model's tokenizer cannot encode ({', '.join(map(repr, lost))} "
+                f"become {self.tokenizer.unk_token!r}, so different answers would look alike); remove or replace "
+                "them in the task, or use a model whose vocabulary has them."
+            )
+        if self.d_vocab and ids and max(ids) >= self.d_vocab:
+            raise PromptError(
+                f"the tokenizer gives id {max(ids)} for {text.strip()!r}, but the model has only {self.d_vocab} "
+                "token embeddings: the tokenizer belongs to another model. Give the model its own tokenizer."
+            )
 
 
 def pad_rows(

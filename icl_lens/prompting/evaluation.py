@@ -117,7 +117,7 @@ def evaluate_icl(
     """First-token top-1 accuracy of ``model`` on ``task`` (or several) by shot count.
 
     Args:
-        model: a TransformerBridge / HookedTransformer with a tokenizer.
+        model: a TransformerBridge (any HookedModel) with a tokenizer.
         task: a task, a task name or file path, or a list of them.
         config: prompts, seed, template and batch size (:class:`IclEvalConfig`); keyword
             ``overrides`` replace its fields (``evaluate_icl(model, task, shots=(0, 5))``).

@@ -23,7 +23,9 @@ For a fixed seed, the demonstrations of prompt ``i`` with ``k`` shots are the fi
 of those with more shots, so accuracy by shot count compares like with like. With
 ``fixed_demos``, every prompt shows the same demonstrations in the same order (as a
 fine-tuning set is); the queries are then those of the zero-shot batch with the same
-seed, less any input among the demonstrations.
+seed, less any input among the demonstrations. With ``demos``, each prompt shows its own
+demonstrations, chosen by the caller (nearest neighbours of its query, say): prompt ``i``
+asks pair ``i`` of the task.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from icl_lens.core import validate
 from icl_lens.core.errors import PromptError
 from icl_lens.core.hooks import HookedModel, spec
 from icl_lens.core.options import check_choice
@@ -131,6 +134,7 @@ def build_prompts(
     kind: PromptKind = "clean",
     demos_from: Task | None = None,
     fixed_demos: Sequence[Pair] | None = None,
+    demos: Sequence[Sequence[Pair]] | None = None,
     variant: int = 0,
     padding_side: PaddingSide = "left",
     prepend_bos: bool | None = None,
@@ -138,7 +142,7 @@ def build_prompts(
     """Build a batch of ICL prompts for ``task`` and record where everything is.
 
     Args:
-        model: anything with a HuggingFace ``tokenizer`` (bridge, HookedTransformer).
+        model: anything with a HuggingFace ``tokenizer`` (a TransformerBridge).
         task: a :class:`Task` or a task name / file path (see :func:`load_task`).
         n_shots: demonstrations per prompt (default 10, or ``len(fixed_demos)``; ignored
             for ``kind="zero_shot"``).
@@ -153,19 +157,27 @@ def build_prompts(
         fixed_demos: the same ``(input, output)`` demonstrations, in this order, in every
             prompt (e.g. a fine-tuning set). Queries are those of the zero-shot batch with
             the same seed, less any input among the demonstrations.
+        demos: each prompt's own demonstrations: prompt ``i`` shows ``demos[i]`` and asks
+            ``task.pairs[i]``, so there is one list per pair of the task, all of one
+            length; ``n_shots`` and ``n_prompts`` follow from it.
         variant: which dummy query to use (``dummy_query`` only), for averaging.
         padding_side: ``"left"`` (default: the answer is predicted at the last column
             for every prompt) or ``"right"``.
         prepend_bos: prepend the tokenizer's BOS token (default: the model's setting).
     """
-    request = _check_request(task, n_shots, n_prompts, template, kind, demos_from, fixed_demos, padding_side)
+    n_prompts = validate.count(n_prompts, "n_prompts", error=PromptError)
+    n_shots = None if n_shots is None else validate.count(n_shots, "n_shots", minimum=0, error=PromptError)
+    seed = validate.seed(seed, error=PromptError)
+    variant = validate.count(variant, "variant", minimum=0, error=PromptError)
+    request = _check_request(task, n_shots, n_prompts, template, kind, demos_from, fixed_demos, padding_side, demos)
     encoder = PieceEncoder(model, prepend_bos)
-    prompts = [
-        encode_prompt(encoder, request.template, demos, query, answer)
-        for demos, query, answer in draw_prompts(
+    if request.per_prompt is not None:
+        drawn: Any = zip(request.per_prompt, request.task.inputs, request.task.outputs, strict=True)
+    else:
+        drawn = draw_prompts(
             request.task, request.pool, request.kind, request.shots, request.fixed_demos, n_prompts, seed, variant
         )
-    ]
+    prompts = [encode_prompt(encoder, request.template, shown, query, answer) for shown, query, answer in drawn]
     return _pad_prompts(model, request, prompts, encoder.pad_id, seed, padding_side)
 
 
@@ -180,6 +192,7 @@ class _Request:
     kind: PromptKind
     shots: int
     fixed_demos: tuple[Pair, ...] | None
+    per_prompt: tuple[tuple[Pair, ...], ...] | None = None
 
 
 def _check_request(
@@ -191,6 +204,7 @@ def _check_request(
     demos_from: Task | None,
     fixed_demos: Sequence[Pair] | None,
     padding_side: PaddingSide,
+    demos: Sequence[Sequence[Pair]] | None = None,
 ) -> _Request:
     task = load_task(task)
     pool = demos_from if demos_from is not None else task
@@ -202,17 +216,22 @@ def _check_request(
     fixed = None if fixed_demos is None else _check_fixed_demos(task, fixed_demos, n_shots, kind, demos_from)
     if fixed is not None:
         n_shots = len(fixed)
+    per_prompt = None if demos is None else _check_per_prompt_demos(task, demos, kind, demos_from, fixed_demos)
+    if per_prompt is not None:
+        n_shots = len(per_prompt[0])
     shots = 0 if kind == "zero_shot" else int(10 if n_shots is None else n_shots)
     if shots < 0:
         raise PromptError(f"n_shots must be >= 0, got {n_shots}")
     if kind in ("shuffled", "dummy_query") and shots < 1:
         raise PromptError(f"kind={kind!r} needs n_shots >= 1")
     need = shots + (1 if demos_from is None else 0)
-    if fixed is None and len(pool) < need:
+    if fixed is None and per_prompt is None and len(pool) < need:
         raise PromptError(
             f"task {pool.name!r} has {len(pool)} pairs; {shots} demonstrations plus a query need {need}. Lower n_shots."
         )
-    return _Request(task=task, pool=pool, template=tmpl, kind=kind, shots=shots, fixed_demos=fixed)
+    return _Request(
+        task=task, pool=pool, template=tmpl, kind=kind, shots=shots, fixed_demos=fixed, per_prompt=per_prompt
+    )
 
 
 def _check_fixed_demos(
@@ -229,6 +248,22 @@ def _check_fixed_demos(
     if all(x in shown for x in task.inputs):
         raise PromptError(f"every input of task {task.name!r} is among fixed_demos: no query is left to ask.")
     return fixed
+
+
+def _check_per_prompt_demos(
+    task: Task, demos: Sequence[Sequence[Pair]], kind: PromptKind, demos_from: Task | None, fixed_demos: Any
+) -> tuple[tuple[Pair, ...], ...]:
+    rows = tuple(tuple((str(x), str(y)) for x, y in row) for row in demos)
+    if kind != "clean" or demos_from is not None or fixed_demos is not None:
+        raise PromptError("demos= gives every prompt its demonstrations: use it alone, with kind='clean'.")
+    if len(rows) != len(task):
+        raise PromptError(
+            f"demos= gives {len(rows)} demonstration lists for the {len(task)} pairs of task {task.name!r}; "
+            "give one list per pair, in the task's order."
+        )
+    if len({len(row) for row in rows}) != 1:
+        raise PromptError("demos= must give every prompt the same number of demonstrations.")
+    return rows
 
 
 # ---------------------------------------------------------------------------------------

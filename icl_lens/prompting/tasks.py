@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
 import random
@@ -18,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from icl_lens.core.errors import TaskError
-from icl_lens.core.results import register
+from icl_lens.core.registry import register
+from icl_lens.core.validate import count, read_text_file, seed as validate_seed
 
 _DATA = "data/tasks"
 
@@ -61,6 +63,7 @@ class Task:
 
     def split(self, fractions: Sequence[float] = (0.7, 0.3), seed: int = 0) -> tuple[Task, ...]:
         """Disjoint, seeded random splits (e.g. demonstrations / dev / test)."""
+        seed = validate_seed(seed, error=TaskError)
         if any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
             raise TaskError(f"split fractions must be positive and sum to 1, got {tuple(fractions)}")
         order = list(range(len(self.pairs)))
@@ -84,6 +87,8 @@ class Task:
 
     def subset(self, n: int, seed: int = 0) -> Task:
         """A seeded random subset of ``n`` pairs (all of them if ``n >= len(self)``)."""
+        n = count(n, "n", error=TaskError)
+        seed = validate_seed(seed, error=TaskError)
         if n >= len(self):
             return self
         idx = sorted(random.Random(seed).sample(range(len(self)), n))
@@ -129,11 +134,21 @@ def task_info() -> list[dict[str, Any]]:
 def load_task(name_or_path: str | os.PathLike[str] | Task) -> Task:
     """A built-in task by name, or a user's task from a ``.json`` / ``.csv`` file.
 
-    JSON: a list of ``{"input": "...", "output": "..."}``. CSV: two columns, input and
-    output, with or without a header row named ``input,output``.
+    JSON: a list of ``{"input": "...", "output": "..."}``. CSV: a header row
+    ``input,output``, then two columns per row. Both are read as UTF-8 (a byte-order mark,
+    as Excel writes, is dropped).
+
+    Raises:
+        TaskError: an unknown name, a missing or unreadable file, a file that is not
+            UTF-8, a CSV without the ``input,output`` header, a malformed row or item.
     """
     if isinstance(name_or_path, Task):
         return name_or_path
+    if not isinstance(name_or_path, str | os.PathLike):
+        raise TaskError(
+            f"task must be a Task, a built-in task name or a .json/.csv path, got {type(name_or_path).__name__}; "
+            "see il.list_tasks()"
+        )
     text = str(name_or_path)
     index = _index()
     if text in index:
@@ -165,20 +180,30 @@ def load_task(name_or_path: str | os.PathLike[str] | Task) -> Task:
 
 def _read_task_file(path: Path) -> tuple[tuple[str, str], ...]:
     where = f"task file {path.name}"
+    text = read_text_file(path, "task file", error=TaskError)
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(text)
         except json.JSONDecodeError as e:
             raise TaskError(f"{where} is not valid JSON ({e}).") from e
         return _pairs_from_json(data, where)
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
-    if rows and [c.strip().lower() for c in rows[0]] == ["input", "output"]:
-        rows = rows[1:]
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text, newline="")) if any(c.strip() for c in r)]
+    except csv.Error as e:
+        raise TaskError(f"{where} is not a valid CSV file ({e}).") from e
+    # The header is required: without it a first row such as "word,antonym" would silently
+    # become a demonstration, and a misspelt header could not be told from data.
+    header = [c.strip().lower() for c in rows[0]] if rows else []
+    if header != ["input", "output"]:
+        got = ",".join(rows[0]) if rows else "nothing"
+        raise TaskError(
+            f"{where}: the first row must be the header input,output, got {got!r}. "
+            "Add that header line (or rename the columns to input,output)."
+        )
     pairs = []
-    for i, r in enumerate(rows):
+    for i, r in enumerate(rows[1:]):
         if len(r) != 2:
-            raise TaskError(f"{where}: row {i + 1} has {len(r)} columns; expected exactly 2 (input,output).")
+            raise TaskError(f"{where}: row {i + 2} has {len(r)} columns; expected exactly 2 (input,output).")
         pairs.append((r[0].strip(), r[1].strip()))
     _validate_pairs(pairs, where)
     return tuple(pairs)

@@ -21,12 +21,15 @@ from icl_lens.core.errors import ConfigError
 from icl_lens.core.hooks import HookedModel, spec
 from icl_lens.core.models import model_name
 from icl_lens.core.progress import progress
+from icl_lens.core.result_files import check_results_folder
 from icl_lens.core.results import Config, Result
 from icl_lens.core.version import __version__
 from icl_lens.induction.detectors_result import InductionHeadsResult
 from icl_lens.induction.views import attention_view
 from icl_lens.prompting.tasks import load_task
-from icl_lens.report.html import esc, page
+from icl_lens.report.findings import finding
+from icl_lens.report.html import esc, findings_html, page
+from icl_lens.report.names import fast_mode as fast_mode
 from icl_lens.report.sections import (
     DEFAULT_SECTIONS,
     SECTION_KEYS,
@@ -45,11 +48,6 @@ TABLE_ROWS = 12
 """Rows of each result's table shown in the page (all of them are in the saved result)."""
 
 
-def fast_mode() -> bool:
-    """True when ``ICL_LENS_FAST=1``: CI sizes for the report and the notebooks."""
-    return os.environ.get("ICL_LENS_FAST", "0") not in {"", "0", "false", "False", "no"}
-
-
 @dataclasses.dataclass(frozen=True)
 class ReportConfig(Config):
     """What the report runs.
@@ -66,8 +64,8 @@ class ReportConfig(Config):
         attention_view: include the interactive circuitsvis view of the strongest induction heads.
     """
 
-    task: str = "antonym"
-    label_task: str = "animal_object"
+    task: str = "present_past"
+    label_task: str = "word_pos"
     size: str = "small"
     sections: tuple[str, ...] = DEFAULT_SECTIONS
     seed: int = 0
@@ -147,8 +145,7 @@ def build_report(
     """
     cfg = ReportConfig.resolve(config, overrides)
     t0 = time.perf_counter()
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_results_folder(out, cfg.sections)
     task = load_task(cfg.task)
     ctx = RunContext(model=model, task=task, text=read_text(cfg.text_path), label_task=load_task(cfg.label_task))
     chosen = [s for s in SECTIONS if s.key in cfg.sections]
@@ -174,13 +171,16 @@ def build_report(
     ]
     footer = f"icl_lens {__version__}. Everything on this page is inline: it renders with no network."
     html_path = out_dir / "report.html"
-    html_path.write_text(page(f"icl_lens report: {name}", facts, outcomes, attention_html, footer), encoding="utf-8")
+    found = [finding(o.section.key, o.section.title, o.result) for o in outcomes if o.result is not None]
+    html = page(f"icl_lens report: {name}", facts, outcomes, attention_html, footer, findings_html(found, outcomes))
+    html_path.write_text(html, encoding="utf-8")
     index = {
         "model": name,
         "config": cfg.to_dict(),
         "seconds": round(seconds, 1),
         "attention_heads": [list(h) for h in heads],
         "sections": [o.to_json() for o in outcomes],
+        "findings": [dataclasses.asdict(f) for f in found],
     }
     (out_dir / "report.json").write_text(json.dumps(index, indent=1), encoding="utf-8")
     return Report(out_dir, html_path, outcomes, tuple(heads), seconds)

@@ -19,11 +19,15 @@ from icl_lens.core.errors import ConfigError
 from icl_lens.core.hooks import HookedModel, ModelSpec
 from icl_lens.core.options import check_choice
 from icl_lens.core.results import Config
+from icl_lens.hypotheses.formats import FormatConfig, format_sensitivity
 from icl_lens.hypotheses.kernel import KernelRegressionConfig, kernel_regression
+from icl_lens.hypotheses.selection import SelectionConfig, demonstration_selection
 from icl_lens.induction.detectors import InductionConfig, find_induction_heads
 from icl_lens.induction.icl_score import IclScoreConfig, icl_score
+from icl_lens.induction.token_losses import InductionTokenConfig, induction_token_losses
 from icl_lens.prompting.evaluation import IclEvalConfig, evaluate_icl
 from icl_lens.prompting.tasks import Task
+from icl_lens.report.names import DEFAULT_SECTIONS as DEFAULT_SECTIONS, SECTION_KEYS as SECTION_KEYS, SIZES as SIZES
 from icl_lens.vectors.function_vectors import FunctionVectorConfig, function_vector
 from icl_lens.vectors.implant import ImplantConfig, evaluate_implant
 from icl_lens.vectors.task_vectors import TaskVectorConfig, task_vector
@@ -32,7 +36,6 @@ Size = Literal["tiny", "small", "paper"]
 """``tiny``: seconds (CI, ``ICL_LENS_FAST=1``); ``small``: minutes on 2 CPU cores; ``paper``:
 each analysis's own defaults (the published settings)."""
 
-SIZES: tuple[str, ...] = ("tiny", "small", "paper")
 
 Inputs = Literal["task", "label_task", "text", "none", "vector"]
 """What a section passes after the model: the report's task, a task with a label set, the
@@ -224,12 +227,61 @@ SECTIONS: tuple[Section, ...] = (
         kernel_regression,
         KernelRegressionConfig,
         "label_task",
-        {"tiny": {"n_prompts": 8, "n_shots": 4, "n_permutations": 50}, "small": {"n_prompts": 32}},
+        # 48 prompts: 24 pick the head, 24 held out (at 32, a 16-prompt held-out share is too wide to read).
+        {"tiny": {"n_prompts": 8, "n_shots": 4, "n_permutations": 50}, "small": {"n_prompts": 48}},
+    ),
+    # Optional sections (run them with --sections): the seed ideas' predictions, measured.
+    Section(
+        "induction_tokens",
+        "Induction-consistent and inconsistent tokens",
+        "Loss of tokens whose predecessor occurred before and was followed by the same token "
+        "(consistent) or by another (inconsistent), against tokens after a new predecessor, with the "
+        "top induction heads ablated against random heads (Olsson et al. 2022).",
+        induction_token_losses,
+        InductionTokenConfig,
+        "text",
+        {
+            "tiny": {
+                "n_contexts": 2,
+                "context_length": 150,
+                "n_random_draws": 1,
+                "scan": InductionConfig(n_sequences=2, repeat_lengths=(10,), weight_scores=False),
+            },
+            "small": {"n_contexts": 8, "scan": InductionConfig(n_sequences=8, weight_scores=False)},
+        },
+        default=False,
+    ),
+    Section(
+        "demonstration_selection",
+        "Demonstration selection",
+        "ICL accuracy with demonstrations nearest to the query (by the model's representation and by "
+        "the kernel head), random and farthest, paired against random (kernel regression; KATE).",
+        demonstration_selection,
+        SelectionConfig,
+        "label_task",
+        {
+            "tiny": {"n_queries": 8, "ks": (2,), "pool_size": 40, "kernel_prompts": 4},
+            "small": {"n_queries": 40, "ks": (2, 5)},
+        },
+        default=False,
+    ),
+    Section(
+        "format_sensitivity",
+        "Format and label sensitivity",
+        "The same demonstrations under other templates, with symbols or numbers for labels, and with "
+        "inputs from another task, each paired against the base condition.",
+        format_sensitivity,
+        FormatConfig,
+        "label_task",
+        {"tiny": {"n_prompts": 8, "n_shots": 2, "kernel_prompts": 4}, "small": {"n_prompts": 40}},
+        default=False,
     ),
 )
 
-SECTION_KEYS: tuple[str, ...] = tuple(s.key for s in SECTIONS)
-DEFAULT_SECTIONS: tuple[str, ...] = tuple(s.key for s in SECTIONS if s.default)
+if tuple(s.key for s in SECTIONS) != SECTION_KEYS or tuple(s.key for s in SECTIONS if s.default) != DEFAULT_SECTIONS:
+    raise ImportError(  # pragma: no cover - caught by any import in the tests
+        "icl_lens.report.names must list SECTIONS' keys (SECTION_KEYS) and default keys (DEFAULT_SECTIONS) in order"
+    )
 
 
 def section(key: str) -> Section:

@@ -23,6 +23,7 @@ from torch import Tensor
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError, VectorMismatchError
 from icl_lens.core.hooks import HookedModel
+from icl_lens.core.identity import same_weights, weight_signature
 from icl_lens.core.models import model_name
 from icl_lens.core.results import register
 from icl_lens.prompting.tasks import Task
@@ -40,7 +41,7 @@ def model_mode(model: HookedModel) -> ModelMode:
 
     ``"compatibility"``: a bridge with ``enable_compatibility_mode()`` (layer norms folded,
     writing weights centred, as a ``HookedTransformer``); ``"hooked_transformer"``: a
-    legacy ``HookedTransformer``; ``"default"``: a bridge in its default (unprocessed) mode.
+    legacy ``HookedTransformer`` (TransformerLens 3); ``"default"``: a bridge in its default (unprocessed) mode.
     """
     if bool(getattr(model, "compatibility_mode", False)):
         return "compatibility"
@@ -69,6 +70,10 @@ class VectorOrigin:
     n_test: int
     task_data: Task | None = None
     """The task itself (pairs included), so a saved vector says exactly what it was read from."""
+    weights: str = ""
+    """Digest of the model's parameter names and shapes (:func:`~icl_lens.core.identity.weight_signature`)."""
+    weight_samples: tuple[float, ...] = ()
+    """Weights sampled from every parameter, compared with a tolerance (empty: not recorded)."""
 
     def check_model(self, model: HookedModel, what: str = "this vector") -> None:
         """Raise :class:`VectorMismatchError` unless ``model`` is the model of this vector."""
@@ -85,6 +90,15 @@ class VectorOrigin:
         if (s.n_layers, s.d_model) != (self.n_layers, self.d_model):
             problems.append(
                 f"it has {self.n_layers} layers x d_model {self.d_model}, the model {s.n_layers} x {s.d_model}"
+            )
+        elif (
+            self.weights
+            and not problems
+            and not same_weights((self.weights, self.weight_samples), weight_signature(model))
+        ):
+            problems.append(
+                f"the model called {name!r} has other weights than the one the vector was read from "
+                "(another seed, d_head, positional embedding or fine-tuning)"
             )
         if problems:
             raise VectorMismatchError(
@@ -150,6 +164,7 @@ def split_for_vectors(
     parts = split_task(task, split, split_seed)
     check_train_size(task, parts[0], n_shots, extra, what)
     s = hooks.spec(model)
+    digest, samples = weight_signature(model)
     origin = VectorOrigin(
         model=model_name(model),
         mode=model_mode(model),
@@ -165,6 +180,8 @@ def split_for_vectors(
         n_dev=len(parts[1]),
         n_test=len(parts[2]),
         task_data=task,
+        weights=digest,
+        weight_samples=samples,
     )
     return parts, origin
 

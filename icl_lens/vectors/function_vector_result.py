@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from icl_lens.core.errors import ConfigError
+from icl_lens.core import validate
 from icl_lens.core.results import Result
 from icl_lens.vectors.common import FromOrigin, VectorOrigin
 
@@ -74,9 +74,11 @@ class FunctionVectorResult(FromOrigin, Result):
 
     def with_heads(self, heads: int | list[tuple[int, int]]) -> FunctionVectorResult:
         """The same extraction with another head set: the top ``heads`` by AIE, or a list."""
-        chosen = self.ranking()[: int(heads)] if isinstance(heads, int) else [(int(l), int(h)) for l, h in heads]
-        if not chosen:
-            raise ConfigError("a function vector needs at least one head")
+        n_layers, n_heads = self.aie.shape
+        if isinstance(heads, int) and not isinstance(heads, bool):
+            chosen = self.ranking()[: validate.count(heads, "heads")]
+        else:
+            chosen = validate.head_list(heads, n_layers, n_heads)
         vec = torch.stack([self.head_outputs[l, h] for l, h in chosen]).sum(0)
         return dataclasses.replace(self, heads=tuple(chosen), vector=vec)
 

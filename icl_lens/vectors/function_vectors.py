@@ -194,7 +194,7 @@ def function_vector(
     """Extract the function vector of ``task`` from ``model`` (Todd et al. 2023).
 
     Args:
-        model: a TransformerBridge (or HookedTransformer) with a tokenizer.
+        model: a TransformerBridge (any HookedModel) with a tokenizer.
         task: a :class:`Task`, a built-in task name or a task file path.
         config: :class:`FunctionVectorConfig`; keyword ``overrides`` replace its fields
             (``function_vector(model, "antonym", top_k=5)``).

@@ -105,7 +105,7 @@ def task_vector(
     """Extract task vectors of ``task`` at every layer and find the layer where they work.
 
     Args:
-        model: a TransformerBridge (or HookedTransformer) with a tokenizer.
+        model: a TransformerBridge (any HookedModel) with a tokenizer.
         task: a :class:`Task`, a built-in task name or a task file path.
         config: :class:`TaskVectorConfig`; keyword ``overrides`` replace its fields.
         show_progress: progress bars (default: the global setting).

@@ -107,3 +107,19 @@ def test_ratio_interval_and_standard_error():
     mean, se = mean_and_se(x)
     assert float(mean) == pytest.approx(2.5)
     assert float(se) == pytest.approx(math.sqrt(5 / 3) / 2)
+
+
+def test_mean_interval_is_the_normal_interval_for_a_symmetric_sample():
+    from icl_lens.core.stats import mean_interval
+
+    values = torch.arange(10.0)
+    mean, low, high = mean_interval(values, seed=3)
+    se = float(values.std(unbiased=False)) / math.sqrt(10)  # the bootstrap's plug-in standard error
+    assert (
+        mean == 4.5
+        and low == pytest.approx(4.5 - 1.96 * se, abs=0.25)
+        and high == pytest.approx(4.5 + 1.96 * se, abs=0.25)
+    )
+    assert mean_interval(values, seed=3) == (mean, low, high)  # seeded
+    assert mean_interval([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
+    assert all(math.isnan(v) for v in mean_interval([]))

@@ -158,9 +158,9 @@ def test_similarity_matrices_by_hand():
 def test_no_hook_leaks_when_the_forward_fails(tiny, label_task):
     batch = il.build_prompts(tiny, label_task, 3, 4, 0, TEMPLATE)
     tokens = batch.tokens.clone()
-    tokens[0, -1] = 10_000  # outside the vocabulary: the embedding lookup raises mid-forward
+    tokens[0, -1] = 10_000  # outside the vocabulary: refused before any hook is attached
     bad = dataclasses.replace(batch, tokens=tokens)
-    with pytest.raises(IndexError):
+    with pytest.raises(il.PromptError, match="another model's tokenizer"):
         demo_attention(tiny, bad)
     assert hooks.count_hooks(tiny) == 0
 

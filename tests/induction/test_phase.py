@@ -1,8 +1,9 @@
 """Toy training (data, checkpoints, bit-identical resume) and the phase change.
 
-The phase-change test trains a small 2-layer attention-only model (and its 1-layer
-control) for a few hundred steps: the smallest set-up found that still forms an
-induction head. The documented default run (docs/induction.md) is larger.
+The phase-change test uses a small 2-layer attention-only model (and its 1-layer
+control) trained for a few hundred steps (``small_runs`` in conftest.py): the smallest
+set-up found that still forms an induction head. The documented default run
+(docs/induction.md) is larger.
 """
 
 from __future__ import annotations
@@ -87,23 +88,9 @@ def test_detection_helpers_on_planted_curves():
     assert coords[0, 0] < 0 and coords[:, 0].tolist() == sorted(coords[:, 0].tolist())
 
 
-# A small run that still goes through the phase change (about step 470 of 600 here);
-# the documented default (docs/induction.md) is twice as long, on 64-token sequences.
-SMALL = il.ToyConfig(
-    d_vocab=32, seq_len=32, batch_size=32, n_steps=600, checkpoint_every=100, lr=5e-3, repeats_per_sequence=3
-)
-SMALL_PHASE = il.PhaseConfig(repeat_lengths=(4, 8, 15), prefix_length=7, n_sequences=8, n_eval=64, early=4, late=25)
-
-
-@pytest.fixture(scope="module")
-def small_runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("phase")
-    return {n: il.train_toy_model(SMALL.replace(n_layers=n), root / f"L{n}", show_progress=False) for n in (2, 1)}
-
-
-def test_two_layer_phase_change_and_one_layer_control(small_runs, tmp_path):
-    two = il.phase_change(small_runs[2], SMALL_PHASE, show_progress=False)
-    one = il.phase_change(small_runs[1], SMALL_PHASE, show_progress=False)
+def test_two_layer_phase_change_and_one_layer_control(small_runs, small_phase_config, tmp_path):
+    two = il.phase_change(small_runs[2], small_phase_config, show_progress=False)
+    one = il.phase_change(small_runs[1], small_phase_config, show_progress=False)
     # 2 layers: an induction head forms abruptly, at every tested repeat length
     assert two.phase_change_step is not None and 300 < two.phase_change_step < 600
     assert two.induction_strength[0] < 0.1 and two.induction_strength[-1] >= 0.5
@@ -123,10 +110,10 @@ def test_two_layer_phase_change_and_one_layer_control(small_runs, tmp_path):
     assert torch.equal(loaded.one_layer.induction, one.induction)
 
 
-def test_phase_change_is_deterministic(small_runs):
+def test_phase_change_is_deterministic(small_runs, small_phase_config):
     run = small_runs[2]
     last_two = dataclasses.replace(run, checkpoint_steps=run.checkpoint_steps[-2:])
-    a = il.phase_change(last_two, SMALL_PHASE, show_progress=False)
-    b = il.phase_change(last_two, SMALL_PHASE, show_progress=False)
+    a = il.phase_change(last_two, small_phase_config, show_progress=False)
+    b = il.phase_change(last_two, small_phase_config, show_progress=False)
     assert torch.equal(a.induction, b.induction) and torch.equal(a.eval_loss, b.eval_loss)
     assert torch.equal(a.loss_by_position, b.loss_by_position)

@@ -249,6 +249,33 @@ def test_bad_fixed_demos_get_clear_errors(tiny, kwargs, message):
         il.build_prompts(tiny, task, n_prompts=2, **kwargs)
 
 
+# --- per-prompt demonstrations (demos=) ------------------------------------------------
+def test_each_prompt_shows_its_own_demonstrations(tiny):
+    queries = il.Task("q", (("ab", "x"), ("cd", "y"), ("ef", "x")))
+    chosen = [[("gh", "y"), ("ij", "x")], [("kl", "x"), ("gh", "y")], [("ab", "x"), ("mn", "y")]]
+    batch = il.build_prompts(tiny, queries, template="{input}={output}\n", demos=chosen, n_prompts=7)
+    # prompt i asks pair i after exactly the demonstrations given for it, in their order
+    assert batch.queries == ("ab", "cd", "ef") and batch.answers == ("x", "y", "x")
+    assert [list(d) for d in batch.demos] == chosen and batch.n_shots == 2
+    assert batch.texts[1] == "kl=x\ngh=y\ncd="
+    _check_spans(tiny, batch, "{input}={output}\n")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(demos=[[("gh", "y")]] * 2), "one list per pair"),
+        (dict(demos=[[("gh", "y")], [], [("ij", "x")]]), "same number"),
+        (dict(demos=[[("gh", "y")]] * 3, kind="shuffled"), "use it alone"),
+        (dict(demos=[[("gh", "y")]] * 3, fixed_demos=[("gh", "y")]), "use it alone"),
+    ],
+)
+def test_bad_per_prompt_demos_get_clear_errors(tiny, kwargs, message):
+    queries = il.Task("q", (("ab", "x"), ("cd", "y"), ("ef", "x")))
+    with pytest.raises(il.PromptError, match=message):
+        il.build_prompts(tiny, queries, **kwargs)
+
+
 # --- one pad token everywhere ---------------------------------------------------------
 @pytest.mark.parametrize("pad", [None, "<bos>"])
 def test_every_batch_pads_with_the_same_token(pad):

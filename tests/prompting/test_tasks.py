@@ -82,8 +82,11 @@ def test_bad_json_task_files_get_specific_errors(tmp_path, content, message):
 
 def test_bad_csv_and_unknown_names(tmp_path):
     f = tmp_path / "bad.csv"
-    f.write_text("a,b,c\nd,e,f\n")
-    with pytest.raises(il.TaskError, match="expected exactly 2"):
+    f.write_text("input,output\na,b,c\nd,e,f\n")
+    with pytest.raises(il.TaskError, match="row 2 has 3 columns; expected exactly 2"):
+        il.load_task(f)
+    f.write_text("a,b\nd,e\n")  # no header: the first pair is not silently taken for one
+    with pytest.raises(il.TaskError, match="first row must be the header input,output, got 'a,b'"):
         il.load_task(f)
     with pytest.raises(il.TaskError, match="Built-in tasks: .*antonym"):
         il.load_task("antonyms_typo")

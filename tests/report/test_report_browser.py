@@ -10,49 +10,13 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import icl_lens as il
-from icl_lens.report import SECTION_KEYS, build_report
-
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # No network at all: the page must render from its own bytes.
-    "--host-resolver-rules=MAP * ~NOTFOUND",
-    # Let the module script of circuitsvis run before the page is captured.
-    "--virtual-time-budget=10000",
-)
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    raise RuntimeError("headless Chromium is needed: apt-get install -y chromium (.ci/run does it)")
-
-
-def run_chromium(page: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run(
-            [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, page.resolve().as_uri()],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=True,
-        )
+from icl_lens.report import build_report
+from icl_lens.report.sections import DEFAULT_SECTIONS
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +25,14 @@ def report(smollm2, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def dom(report) -> str:
+def dom(report, run_chromium) -> str:
     return run_chromium(report.html_path, "--dump-dom").stdout
 
 
 @pytest.mark.smollm2
 def test_report_files(report):
     index = json.loads((report.out / "report.json").read_text())
-    assert [s["key"] for s in index["sections"]] == list(SECTION_KEYS)
+    assert [s["key"] for s in index["sections"]] == list(DEFAULT_SECTIONS)
     by_key = {s["key"]: s for s in index["sections"]}
     # evaluate_icl is in every version: its section ran, and its result reloads.
     assert by_key["accuracy"]["status"] == "ok"
@@ -95,7 +59,7 @@ def test_report_is_self_contained(report):
 
 @pytest.mark.smollm2
 def test_report_dom_after_javascript(report, dom):
-    for key in (*SECTION_KEYS, "attention"):
+    for key in (*DEFAULT_SECTIONS, "attention"):
         assert f'id="section-{key}"' in dom, key
     attention = dom[dom.index('id="section-attention"') :]
     # circuitsvis drew one thumbnail per head (the 9 strongest induction heads) plus the large pattern.
@@ -105,7 +69,7 @@ def test_report_dom_after_javascript(report, dom):
 
 
 @pytest.mark.smollm2
-def test_report_screenshot_not_blank(report, tmp_path):
+def test_report_screenshot_not_blank(report, tmp_path, run_chromium):
     from PIL import Image
 
     shot = tmp_path / "report.png"
@@ -116,3 +80,36 @@ def test_report_screenshot_not_blank(report, tmp_path):
     assert pixels.std() > 20
     header, body = pixels[:100], pixels[400:]
     assert header.mean() < 100 < body.mean()
+
+
+PROBE = """<script>
+const items = [...document.querySelectorAll('#findings li')];
+const bottom = Math.max(...items.map(li => li.getBoundingClientRect().bottom));
+const first = document.querySelector('main > section:not(#findings)').getBoundingClientRect().top;
+document.body.insertAdjacentHTML('beforeend',
+  `<pre id="probe">${items.length} ${bottom} ${window.innerHeight} ${first}</pre>`);
+</script>"""
+
+
+@pytest.mark.smollm2
+def test_findings_fill_the_first_screen(report, tmp_path, run_chromium):
+    from PIL import Image
+
+    # A copy of the page with a probe that measures the layout at a normal window size.
+    page = tmp_path / "report.html"
+    page.write_text(report.html_path.read_text().replace("</body>", PROBE + "</body>"))
+    dom = run_chromium(page, "--dump-dom", "--window-size=1280,800").stdout
+    n_items, bottom, height, first_section = (float(x) for x in re.search(r'id="probe">([^<]+)<', dom).group(1).split())
+    assert n_items == len(report.outcomes)
+    assert bottom <= height == 800, "the findings must be readable without scrolling"
+    assert first_section > bottom  # the findings come before the sections
+    findings = dom[dom.index('id="findings"') : dom.index("</section>", dom.index('id="findings"'))]
+    assert "What this report found" in findings and "L18H6" in findings  # the induction head, by name
+    assert all(f'href="#section-{o.section.key}"' in findings for o in report.outcomes)
+    # The screenshot at that size is what a reader sees first: header, then the findings block.
+    shot = tmp_path / "first_screen.png"
+    run_chromium(report.html_path, f"--screenshot={shot}", "--window-size=1280,800")
+    pixels = np.asarray(Image.open(io.BytesIO(shot.read_bytes())).convert("L"), dtype=np.float64)
+    assert pixels.shape == (800, 1280)
+    block = pixels[int(0.2 * 800) : int(bottom), 40:900]
+    assert block.std() > 20  # text on the findings block, not an empty band
