@@ -15,14 +15,14 @@ first token.
   hooks keeping ``hook_z`` and its gradient;
 * nnsight: its attribution-patching pattern, one clean trace and one target trace with a
   backward, on ``o_proj``'s input;
-* the exact sweeps (the position engine) on one head per layer at every column, and on every
-  third layer's ``resid_pre`` at every column: Spearman, Pearson and top-10 overlap of the
+* the exact sweeps (the position engine) on one head in every third layer at every column,
+  and on every third layer's ``resid_pre`` at every column (``--layer-step``): Spearman, Pearson and top-10 overlap of the
   estimates against them.
 
 A last line compares attribution at the last position with the exact last-position sweep
 and with one full forward per head (``method="plain"``, extrapolated from a sample).
 
-    python benchmarks/attribution.py [--prompts 8 --shots 7 --plain-heads 18 --threads N]
+    python benchmarks/attribution.py [--prompts 8 --shots 7 --plain-heads 18 --layer-step 3 --threads N]
 """
 
 from __future__ import annotations
@@ -59,13 +59,13 @@ def answer_prob(answers: torch.Tensor):
     return metric
 
 
-def heads_at_positions(model, nn, clean, shuffled) -> None:
+def heads_at_positions(model, nn, clean, shuffled, step: int) -> None:
     s = hooks.spec(model)
     n, t = clean.tokens.shape
     kw = dict(metric="prob", positions="each")
     plain = measure(lambda: attribution_head_sweep(model, clean, shuffled, **kw))
     fixed = measure(lambda: attribution_head_sweep(model, clean, shuffled, qk_fix=True, **kw))
-    units = [(l, (3 * l) % s.n_heads) for l in range(s.n_layers)]
+    units = [(l, (3 * l) % s.n_heads) for l in range(step // 2, s.n_layers, step)]
     exact = measure(lambda: head_sweep(model, clean, shuffled, heads=units, **kw))
     metric = answer_prob(clean.answer_ids)
     tl = measure(lambda: tl_attribution(model, shuffled, clean, metric))
@@ -88,13 +88,13 @@ def heads_at_positions(model, nn, clean, shuffled) -> None:
     )
 
 
-def layers_at_positions(model, clean, shuffled) -> None:
+def layers_at_positions(model, clean, shuffled, step: int) -> None:
     s = hooks.spec(model)
     n, t = clean.tokens.shape
     kw = dict(metric="prob", positions="each")
     plain = measure(lambda: attribution_resid_sweep(model, clean, shuffled, **kw))
     fixed = measure(lambda: attribution_resid_sweep(model, clean, shuffled, qk_fix=True, **kw))
-    layers = list(range(0, s.n_layers, 3))
+    layers = list(range(step // 2, s.n_layers, step))
     exact = measure(lambda: resid_sweep(model, clean, shuffled, layers=layers, **kw))
     a_plain = patching_agreement(plain.result, exact.result)
     a_fixed = patching_agreement(fixed.result, exact.result)
@@ -136,14 +136,15 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--shots", type=int, default=7)
     parser.add_argument("--plain-heads", type=int, default=18, help="heads the plain exact sweep runs (270: all)")
+    parser.add_argument("--layer-step", type=int, default=3, help="the exact sweeps: every k-th layer, from k // 2")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     model = setup(args.threads)
     nn = nnsight_model()
     print(f"# SmolLM2-135M, {machine()}", flush=True)
     clean, shuffled = equal_length_pair(model, "antonym", args.prompts, args.shots)
-    heads_at_positions(model, nn, clean, shuffled)
-    layers_at_positions(model, clean, shuffled)
+    heads_at_positions(model, nn, clean, shuffled, args.layer_step)
+    layers_at_positions(model, clean, shuffled, args.layer_step)
     last_position(model, clean, shuffled, args.plain_heads)
 
 

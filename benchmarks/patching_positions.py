@@ -25,7 +25,7 @@ answer column unembedded), and how close the measured ratio comes to it; the max
 |difference| of the per-prompt values on the cells both ran; peak memory above the start of
 each call; and the achieved GFLOP/s against a matmul of the shape the engine's passes use.
 
-    python benchmarks/patching_positions.py [--cases 8x60,2x200 --samples 40 --full --threads N]
+    python benchmarks/patching_positions.py [--cases 8x60,2x200 --samples 40 --layer-step 3 --full --threads N]
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def baseline_flops(f: Flops, n: int, t: int) -> int:
     return f.forward(n, t, unembedded=t)
 
 
-def compare(model, nn, case: str, site: str, full: bool, samples: int) -> None:
+def compare(model, nn, case: str, site: str, full: bool, samples: int, step: int) -> None:
     s = hooks.spec(model)
     n_prompts, n_shots = CASES[case]
     clean, shuffled = equal_length_pair(model, "antonym", n_prompts, n_shots)
@@ -86,8 +86,8 @@ def compare(model, nn, case: str, site: str, full: bool, samples: int) -> None:
     if site == "z":
         if full:
             units = [(l, h) for l in range(s.n_layers) for h in range(s.n_heads)]
-        else:  # one head per layer (3 heads on the long prompts): all layers' costs represented
-            layers = [4, 14, 24] if long else list(range(s.n_layers))
+        else:  # one head per sampled layer (3 heads on the long prompts): all layers' costs represented
+            layers = [4, 14, 24] if long else list(range(step // 2, s.n_layers, step))
             units = [(l, (3 * l) % s.n_heads) for l in layers]
         run = measure(lambda: head_sweep(model, shuffled, clean, metric="logprob", positions="each", heads=units))
         grid = len(units) * t
@@ -95,7 +95,9 @@ def compare(model, nn, case: str, site: str, full: bool, samples: int) -> None:
         values = {(l, p, h): run.result.patched[l, h, p] for l, h in units for p in range(t)}
         baseline_name = "TransformerLens get_act_patch_attn_head_out_by_pos"
     else:
-        layers = list(range(s.n_layers)) if full else ([4, 14, 24] if long else list(range(0, s.n_layers, 3)))
+        layers = (
+            list(range(s.n_layers)) if full else ([4, 14, 24] if long else list(range(step // 2, s.n_layers, step)))
+        )
         run = measure(lambda: resid_sweep(model, shuffled, clean, metric="logprob", positions="each", layers=layers))
         units = [(l,) for l in layers]
         grid = len(layers) * t
@@ -139,6 +141,7 @@ def main() -> None:
     parser.add_argument("--sweeps", default="b,c", help="b: heads x positions, c: resid_pre layers x positions")
     parser.add_argument("--samples", type=int, default=40, help="cells the baselines run")
     parser.add_argument("--full", action="store_true", help="icl_lens on the whole grid (all heads / layers)")
+    parser.add_argument("--layer-step", type=int, default=3, help="every k-th layer (from k // 2) on 8x60 prompts")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     model = setup(args.threads)
@@ -146,7 +149,7 @@ def main() -> None:
     print(f"# SmolLM2-135M, {machine()}", flush=True)
     for case in args.cases.split(","):
         for sweep in args.sweeps.split(","):
-            compare(model, nn, case, "z" if sweep == "b" else "resid_pre", args.full, args.samples)
+            compare(model, nn, case, "z" if sweep == "b" else "resid_pre", args.full, args.samples, args.layer_step)
 
 
 if __name__ == "__main__":

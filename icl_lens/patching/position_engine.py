@@ -26,13 +26,12 @@ the work for a sweep over every layer and every column.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from icl_lens.core import forward, hooks
@@ -40,59 +39,17 @@ from icl_lens.core.hooks import HookedModel
 from icl_lens.core.progress import progress
 from icl_lens.patching.engine import BlockEngine, check_control
 from icl_lens.patching.options import PatchSite
+from icl_lens.patching.position_state import (
+    ALL_COLUMNS,
+    ANSWER_COLUMN,
+    HEAD_SITES,
+    LOGIT_ROWS,
+    WINDOW_ROWS,
+    PositionPatches,
+    PromptState,
+)
 
-ALL_COLUMNS = -1
-"""A variant's ``column`` when it patches every column at once (``positions="all"``)."""
-ANSWER_COLUMN = -2
-"""A variant's ``column`` when it patches each prompt's answer position (``last_pos``)."""
-
-WINDOW_ROWS = 4096
-"""Residual rows (prompts x variants x window columns) recomputed together."""
-LOGIT_ROWS = 256
-"""Answer rows unembedded together (each is a ``d_vocab`` row of logits)."""
-
-_HEAD_SITES = ("z", "q", "k", "v")
-
-
-@dataclasses.dataclass
-class PromptState:
-    """What the unpatched forward of a chunk of prompts leaves behind for the variants."""
-
-    keys: list[Float[Tensor, "batch kv_heads pos d_head"]]
-    """Per block: keys after the rotary embedding, every column."""
-    values: list[Float[Tensor, "batch kv_heads pos d_head"]]
-    resid: Float[Tensor, "batch n_layers_plus_1 pos d_model"]
-    """Residual stream entering each block, every column; the last entry leaves the last block."""
-    site: list[Tensor] | None
-    """Per block, what the patched site needs: ``z`` ``[batch, pos, n_heads, d_head]``
-    (head sites) or ``resid_mid`` ``[batch, pos, d_model]`` (``resid_mid``, ``mlp_out``)."""
-    queries: list[Tensor] | None
-    """Per block, queries after the rotary embedding ``[batch, n_heads, pos, d_head]`` (``k``, ``v``)."""
-    real: Bool[Tensor, "batch pos"]
-    position_ids: Int[Tensor, "batch pos"]
-    last_pos: Int[Tensor, " batch"]
-    end: int
-    """One past the last answer position of the chunk: later columns cannot matter."""
-    logits: Float[Tensor, "batch d_vocab"]
-    """Logits of the unpatched forward at the answer positions."""
-
-
-@dataclasses.dataclass(frozen=True)
-class PositionPatches:
-    """Patched variants of a chunk of prompts, all at one site.
-
-    Variant ``i`` replaces the activation ``site`` of block ``layer[i]`` (head
-    ``head[i]`` for the per-head sites, ``-1`` otherwise) at column ``column[i]``
-    (:data:`ANSWER_COLUMN`: each prompt's ``last_pos``; :data:`ALL_COLUMNS`: every column)
-    by ``source``, which is ``[1|batch, 1|pos, n_layers, *unit]`` (one value for every
-    prompt and/or every column where an axis is 1).
-    """
-
-    site: PatchSite
-    layer: Int[Tensor, " variant"]
-    head: Int[Tensor, " variant"]
-    column: Int[Tensor, " variant"]
-    source: Tensor
+__all__ = ["ALL_COLUMNS", "ANSWER_COLUMN", "WINDOW_ROWS", "PositionEngine", "PositionPatches", "PromptState"]
 
 
 class PositionEngine(BlockEngine):
@@ -124,7 +81,7 @@ class PositionEngine(BlockEngine):
         fwd: list[tuple[str, hooks.HookFn]] = []
         for l in range(n):
             fwd += [(hooks.k(l), keep(keys, l)), (hooks.v(l), keep(values, l)), (hooks.resid_pre(l), keep(resid, l))]
-            if site in _HEAD_SITES:
+            if site in HEAD_SITES:
                 fwd.append((hooks.z(l), keep(extra, l)))
             if site in ("mlp_out", "resid_mid"):
                 fwd.append((hooks.resid_mid(l), keep(extra, l)))
@@ -328,7 +285,7 @@ def _source(patches: PositionPatches, ids: Tensor, state: PromptState, cols: Ten
     if per_col.shape[1] > 1:
         per_col = per_col.expand(n_prompts, *per_col.shape[1:])[torch.arange(n_prompts)[:, None], cols]
     per_col = per_col.expand(n_prompts, cols.shape[1], *per_col.shape[2:])
-    if patches.site in _HEAD_SITES:
+    if patches.site in HEAD_SITES:
         per_col = per_col[:, :, patches.head[ids].to(src.device)]  # [batch, r, k, d_head]
         return per_col.permute(0, 2, 1, 3).to(state.resid.dtype)
     return per_col[:, None].expand(-1, len(ids), -1, -1).to(state.resid.dtype)
