@@ -114,6 +114,12 @@ def test_right_padding_every_column(tiny_gqa, hook):
     cells = [(0, 1), (1, 0)]
     expected = reference(tiny_gqa, shuffled, clean, hook, "each", cells)
     r = check(tiny_gqa, shuffled, clean, hook, "each", cells, expected)
+    # The strongest head is a swept one, its effect the largest |effect| over its columns.
+    (layer, head, effect), *_ = r.top(1, by="abs")
+    assert (layer, head) in cells
+    assert effect == pytest.approx(float(r.effect[layer, head].nan_to_num(0.0).abs().max()), abs=1e-7) or (
+        -effect == pytest.approx(float(r.effect[layer, head].nan_to_num(0.0).abs().max()), abs=1e-7)
+    )
     # Columns after a prompt's answer position cannot change its answer.
     i = int(shuffled.last_pos.argmin())
     late = int(shuffled.last_pos[i]) + 1
