@@ -257,8 +257,13 @@ def tl_attribution(model: Any, clean: Any, target: Any, metric: Callable[[torch.
 
     def keep(name: str) -> Callable[..., torch.Tensor]:
         def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
-            acts[name] = act.detach().requires_grad_(True)
-            return acts[name]
+            # The weights hold no gradient: the first hook starts the graph, every later one
+            # stays in it (a detached copy at each layer would cut the paths through later heads).
+            if not act.requires_grad:
+                act = act.detach().requires_grad_(True)
+            act.retain_grad()
+            acts[name] = act
+            return act
 
         return hook
 
