@@ -1,7 +1,7 @@
 """icl_lens: take in-context learning apart with TransformerLens.
 
 The public API, grouped by layer (core -> prompting -> patching -> induction -> vectors ->
-hypotheses -> studies; see docs/architecture.md). Everything else is an implementation module.
+hypotheses -> worlds -> studies; see docs/architecture.md). Everything else is an implementation module.
 """
 
 from typing import TYPE_CHECKING
@@ -29,30 +29,20 @@ if TYPE_CHECKING:
         count_hooks as count_hooks,
         model_spec as model_spec,
     )
-    from icl_lens.core.merge import (
-        merge_results as merge_results,
-    )
+    from icl_lens.core.merge import merge_results as merge_results
     from icl_lens.core.models import (
         char_tokenizer as char_tokenizer,
         load_model as load_model,
         tiny_model as tiny_model,
     )
-    from icl_lens.core.progress import (
-        set_progress as set_progress,
-    )
-    from icl_lens.core.results import (
-        Config as Config,
-        Result as Result,
-        load_result as load_result,
-    )
+    from icl_lens.core.progress import set_progress as set_progress
+    from icl_lens.core.results import Config as Config, Result as Result, load_result as load_result
     from icl_lens.core.stats import (
         PairedComparison as PairedComparison,
         compare_paired as compare_paired,
         proportion_interval as proportion_interval,
     )
-    from icl_lens.core.version import (
-        __version__ as __version__,
-    )
+    from icl_lens.core.version import __version__ as __version__
 
     # isort: split
     # prompting: tasks, templates, prompt batches, ICL accuracy
@@ -61,30 +51,19 @@ if TYPE_CHECKING:
         evaluate_icl as evaluate_icl,
         next_token_logprobs as next_token_logprobs,
     )
-    from icl_lens.prompting.evaluation_result import (
-        IclAccuracyResult as IclAccuracyResult,
-    )
-    from icl_lens.prompting.prompts import (
-        PromptBatch as PromptBatch,
-        build_prompts as build_prompts,
-    )
+    from icl_lens.prompting.evaluation_result import IclAccuracyResult as IclAccuracyResult
+    from icl_lens.prompting.prompts import PromptBatch as PromptBatch, build_prompts as build_prompts
     from icl_lens.prompting.tasks import (
         Task as Task,
         list_tasks as list_tasks,
         load_task as load_task,
         task_info as task_info,
     )
-    from icl_lens.prompting.templates import (
-        HENDEL as HENDEL,
-        TODD as TODD,
-        Template as Template,
-    )
+    from icl_lens.prompting.templates import HENDEL as HENDEL, TODD as TODD, Template as Template
 
     # isort: split
     # patching: interventions, ablation, exact and attribution sweeps
-    from icl_lens.patching.ablation import (
-        ablate_heads as ablate_heads,
-    )
+    from icl_lens.patching.ablation import ablate_heads as ablate_heads
     from icl_lens.patching.activations import (
         head_activations as head_activations,
         mean_head_activations as mean_head_activations,
@@ -113,10 +92,7 @@ if TYPE_CHECKING:
         PatchingAgreement as PatchingAgreement,
         ResidPatchingResult as ResidPatchingResult,
     )
-    from icl_lens.patching.sweeps import (
-        head_sweep as head_sweep,
-        resid_sweep as resid_sweep,
-    )
+    from icl_lens.patching.sweeps import head_sweep as head_sweep, resid_sweep as resid_sweep
 
     # isort: split
     # induction: detectors, the ICL score, induction-consistent tokens, toy models and the phase change
@@ -124,25 +100,19 @@ if TYPE_CHECKING:
         AblationCheckConfig as AblationCheckConfig,
         confirm_induction_heads as confirm_induction_heads,
     )
-    from icl_lens.induction.confirm_result import (
-        InductionAblationResult as InductionAblationResult,
-    )
+    from icl_lens.induction.confirm_result import InductionAblationResult as InductionAblationResult
     from icl_lens.induction.detectors import (
         InductionConfig as InductionConfig,
         find_induction_heads as find_induction_heads,
     )
-    from icl_lens.induction.detectors_result import (
-        InductionHeadsResult as InductionHeadsResult,
-    )
+    from icl_lens.induction.detectors_result import InductionHeadsResult as InductionHeadsResult
     from icl_lens.induction.icl_score import (
         IclScoreConfig as IclScoreConfig,
         icl_score as icl_score,
         load_corpus as load_corpus,
         per_token_loss as per_token_loss,
     )
-    from icl_lens.induction.icl_score_result import (
-        IclScoreResult as IclScoreResult,
-    )
+    from icl_lens.induction.icl_score_result import IclScoreResult as IclScoreResult
     from icl_lens.induction.phase import (
         PhaseConfig as PhaseConfig,
         classic_phase_change_experiment as classic_phase_change_experiment,
@@ -152,60 +122,36 @@ if TYPE_CHECKING:
         ClassicExperimentResult as ClassicExperimentResult,
         PhaseChangeResult as PhaseChangeResult,
     )
-    from icl_lens.induction.token_classes import (
-        TOKEN_CLASSES as TOKEN_CLASSES,
-        classify_tokens as classify_tokens,
-    )
+    from icl_lens.induction.token_classes import TOKEN_CLASSES as TOKEN_CLASSES, classify_tokens as classify_tokens
     from icl_lens.induction.token_losses import (
         InductionTokenConfig as InductionTokenConfig,
         induction_token_losses as induction_token_losses,
     )
-    from icl_lens.induction.token_losses_result import (
-        InductionTokenLossResult as InductionTokenLossResult,
-    )
+    from icl_lens.induction.token_losses_result import InductionTokenLossResult as InductionTokenLossResult
     from icl_lens.induction.token_training import (
         TokenTrainingConfig as TokenTrainingConfig,
         induction_token_losses_over_training as induction_token_losses_over_training,
     )
-    from icl_lens.induction.token_training_result import (
-        TokenTrainingResult as TokenTrainingResult,
-    )
+    from icl_lens.induction.token_training_result import TokenTrainingResult as TokenTrainingResult
     from icl_lens.induction.toy import (
         ToyConfig as ToyConfig,
         load_toy_run as load_toy_run,
         train_toy_model as train_toy_model,
     )
-    from icl_lens.induction.toy_result import (
-        ToyRun as ToyRun,
-    )
-    from icl_lens.induction.views import (
-        OfflineHTML as OfflineHTML,
-        attention_view as attention_view,
-    )
+    from icl_lens.induction.toy_result import ToyRun as ToyRun
+    from icl_lens.induction.views import OfflineHTML as OfflineHTML, attention_view as attention_view
 
     # isort: split
     # vectors: function vectors, task vectors, implant evaluation
-    from icl_lens.vectors.function_vector_result import (
-        FunctionVectorResult as FunctionVectorResult,
-    )
+    from icl_lens.vectors.function_vector_result import FunctionVectorResult as FunctionVectorResult
     from icl_lens.vectors.function_vectors import (
         FunctionVectorConfig as FunctionVectorConfig,
         function_vector as function_vector,
     )
-    from icl_lens.vectors.implant import (
-        ImplantConfig as ImplantConfig,
-        evaluate_implant as evaluate_implant,
-    )
-    from icl_lens.vectors.implant_result import (
-        ImplantResult as ImplantResult,
-    )
-    from icl_lens.vectors.task_vector_result import (
-        TaskVectorResult as TaskVectorResult,
-    )
-    from icl_lens.vectors.task_vectors import (
-        TaskVectorConfig as TaskVectorConfig,
-        task_vector as task_vector,
-    )
+    from icl_lens.vectors.implant import ImplantConfig as ImplantConfig, evaluate_implant as evaluate_implant
+    from icl_lens.vectors.implant_result import ImplantResult as ImplantResult
+    from icl_lens.vectors.task_vector_result import TaskVectorResult as TaskVectorResult
+    from icl_lens.vectors.task_vectors import TaskVectorConfig as TaskVectorConfig, task_vector as task_vector
 
     # isort: split
     # hypotheses: kernel regression, ICL vs fine-tuning, recognition vs learning, the seed predictions
@@ -217,38 +163,55 @@ if TYPE_CHECKING:
         FinetuneComparison as FinetuneComparison,
         IclFinetuneResult as IclFinetuneResult,
     )
-    from icl_lens.hypotheses.finetune_training import (
-        finetune_on_demos as finetune_on_demos,
-    )
-    from icl_lens.hypotheses.formats import (
-        FormatConfig as FormatConfig,
-        format_sensitivity as format_sensitivity,
-    )
-    from icl_lens.hypotheses.formats_result import (
-        FormatSensitivityResult as FormatSensitivityResult,
-    )
+    from icl_lens.hypotheses.finetune_training import finetune_on_demos as finetune_on_demos
+    from icl_lens.hypotheses.formats import FormatConfig as FormatConfig, format_sensitivity as format_sensitivity
+    from icl_lens.hypotheses.formats_result import FormatSensitivityResult as FormatSensitivityResult
     from icl_lens.hypotheses.kernel import (
         KernelRegressionConfig as KernelRegressionConfig,
         kernel_regression as kernel_regression,
     )
-    from icl_lens.hypotheses.kernel_result import (
-        KernelRegressionResult as KernelRegressionResult,
-    )
+    from icl_lens.hypotheses.kernel_result import KernelRegressionResult as KernelRegressionResult
     from icl_lens.hypotheses.recognition import (
         RecognitionConfig as RecognitionConfig,
         abstract_label_map as abstract_label_map,
         recognition_vs_learning as recognition_vs_learning,
     )
-    from icl_lens.hypotheses.recognition_result import (
-        RecognitionResult as RecognitionResult,
-    )
+    from icl_lens.hypotheses.recognition_result import RecognitionResult as RecognitionResult
     from icl_lens.hypotheses.selection import (
         SelectionConfig as SelectionConfig,
         demonstration_selection as demonstration_selection,
     )
-    from icl_lens.hypotheses.selection_result import (
-        DemonstrationSelectionResult as DemonstrationSelectionResult,
+    from icl_lens.hypotheses.selection_result import DemonstrationSelectionResult as DemonstrationSelectionResult
+
+    # isort: split
+    # worlds: toy worlds with known answers (positive and negative controls)
+    from icl_lens.worlds.check import (
+        VectorCheckConfig as VectorCheckConfig,
+        check_vectors as check_vectors,
+        vector_emergence as vector_emergence,
     )
+    from icl_lens.worlds.check_result import EmergenceResult as EmergenceResult, VectorCheckResult as VectorCheckResult
+    from icl_lens.worlds.gradient_descent import (
+        GradientDescentConfig as GradientDescentConfig,
+        compare_to_gradient_descent as compare_to_gradient_descent,
+    )
+    from icl_lens.worlds.gradient_descent_result import GradientDescentComparison as GradientDescentComparison
+    from icl_lens.worlds.linear_regression import (
+        LinearRegressionConfig as LinearRegressionConfig,
+        LinearRegressionRun as LinearRegressionRun,
+        train_linear_regression_toy as train_linear_regression_toy,
+    )
+    from icl_lens.worlds.registry import (
+        emergence_result as emergence_result,
+        list_worlds as list_worlds,
+        load_world as load_world,
+    )
+    from icl_lens.worlds.task_run import (
+        TaskToyRun as TaskToyRun,
+        load_task_run as load_task_run,
+        train_task_toy as train_task_toy,
+    )
+    from icl_lens.worlds.task_world import TaskToyConfig as TaskToyConfig, world_tasks as world_tasks
 
     # isort: split
     # studies: models x tasks x analyses, local, on Ray or SLURM; cross-task results
@@ -275,12 +238,15 @@ __all__ = [
     "Config",
     "ConfigError",
     "DemonstrationSelectionResult",
+    "EmergenceResult",
     "FastPathMismatchError",
     "FinetuneComparison",
     "FormatConfig",
     "FormatSensitivityResult",
     "FunctionVectorConfig",
     "FunctionVectorResult",
+    "GradientDescentComparison",
+    "GradientDescentConfig",
     "HENDEL",
     "HeadPatchingResult",
     "HookedModel",
@@ -301,6 +267,8 @@ __all__ = [
     "InductionVsFvResult",
     "KernelRegressionConfig",
     "KernelRegressionResult",
+    "LinearRegressionConfig",
+    "LinearRegressionRun",
     "ModelContractError",
     "ModelEntry",
     "ModelNotAvailableError",
@@ -330,6 +298,8 @@ __all__ = [
     "TOKEN_CLASSES",
     "Task",
     "TaskError",
+    "TaskToyConfig",
+    "TaskToyRun",
     "TaskVectorConfig",
     "TaskVectorResult",
     "Template",
@@ -338,6 +308,8 @@ __all__ = [
     "ToyConfig",
     "ToyRun",
     "UniversalFvResult",
+    "VectorCheckConfig",
+    "VectorCheckResult",
     "VectorMismatchError",
     "VectorTableResult",
     "__version__",
@@ -351,13 +323,16 @@ __all__ = [
     "attribution_resid_sweep",
     "build_prompts",
     "char_tokenizer",
+    "check_vectors",
     "classic_phase_change_experiment",
     "classify_tokens",
     "compare_icl_finetuning",
     "compare_paired",
+    "compare_to_gradient_descent",
     "confirm_induction_heads",
     "count_hooks",
     "demonstration_selection",
+    "emergence_result",
     "evaluate_icl",
     "evaluate_implant",
     "find_induction_heads",
@@ -372,11 +347,14 @@ __all__ = [
     "kernel_regression",
     "kl_to",
     "list_tasks",
+    "list_worlds",
     "load_corpus",
     "load_model",
     "load_result",
     "load_task",
+    "load_task_run",
     "load_toy_run",
+    "load_world",
     "logit_diff",
     "mean_head_activations",
     "merge_results",
@@ -397,5 +375,9 @@ __all__ = [
     "task_vector",
     "tiny_model",
     "top1_correct",
+    "train_linear_regression_toy",
+    "train_task_toy",
     "train_toy_model",
+    "vector_emergence",
+    "world_tasks",
 ]

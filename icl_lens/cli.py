@@ -22,13 +22,21 @@ from typing import TYPE_CHECKING
 # Only light modules at the top: arguments are checked before torch is imported, so a
 # bad one is answered in a fraction of a second (tests/report/test_cli_bad_input.py).
 from icl_lens.core.errors import IclLensError
-from icl_lens.report.names import DEFAULT_SECTIONS, SECTION_KEYS, SIZES, fast_mode
+from icl_lens.report.names import DEFAULT_SECTIONS, SECTION_KEYS, SIZES, WORLD_SECTIONS, fast_mode
 from icl_lens.studies.cli import add_study_commands
+from icl_lens.worlds.registry import TOY_PREFIX, toy_world, world_task_names
 
 if TYPE_CHECKING:
     from icl_lens.core.hooks import HookedModel
+    from icl_lens.prompting.tasks import Task
+    from icl_lens.worlds.task_run import TaskToyRun
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+MODEL_HELP = (
+    "'smollm2' (offline), a toy world with known answers ('toy:tasks', 'toy:tasks_natural'; offline), "
+    "a local HF directory, or a hub name"
+)
 
 DEMO_TASKS = ("antonym", "country_capital", "english_french", "present_past", "uppercase", "next_item")
 
@@ -48,8 +56,12 @@ def _cmd_accuracy(args: argparse.Namespace) -> int:
     from icl_lens.prompting.tasks import list_tasks
 
     t0 = time.perf_counter()
-    model = _load(args)
-    tasks = args.tasks or [t for t in DEMO_TASKS if t in list_tasks()]
+    world = _load_world(args)
+    model = world.model if world is not None else _load(args)
+    if world is not None:
+        tasks: list[str | Task] = [_world_task(world, t) for t in args.tasks] if args.tasks else list(world.tasks)
+    else:
+        tasks = list(args.tasks or [t for t in DEMO_TASKS if t in list_tasks()])
     cfg = IclEvalConfig(shots=tuple(args.shots), n_prompts=args.n_prompts, seed=args.seed, template=args.template)
     result = evaluate_icl(model, tasks, config=cfg)
     table = result.table()
@@ -70,6 +82,25 @@ def _size(args: argparse.Namespace) -> str:
     return args.size or ("tiny" if fast_mode() else "small")
 
 
+def _load_world(args: argparse.Namespace) -> TaskToyRun | None:
+    """The shipped toy world ``--model toy:<world>`` names (``None`` for any other model)."""
+    name = toy_world(args.model)
+    if name is None:
+        return None
+    from icl_lens.worlds.registry import load_world
+
+    t0 = time.perf_counter()
+    world = load_world(name)
+    print(f"loaded {args.model} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return world
+
+
+def _world_task(world: TaskToyRun, name: str | None) -> Task:
+    from icl_lens.report.build import ReportConfig, world_task
+
+    return world_task(world.tasks, name or ReportConfig.task)
+
+
 def _load(args: argparse.Namespace) -> HookedModel:
     from icl_lens.core.models import load_model
 
@@ -82,17 +113,18 @@ def _load(args: argparse.Namespace) -> HookedModel:
 def _cmd_report(args: argparse.Namespace) -> int:
     from icl_lens.report import ReportConfig, build_report
 
-    sections = tuple(args.sections) if args.sections else ReportConfig().sections
+    world = _load_world(args)
+    default = WORLD_SECTIONS if world is not None else ReportConfig().sections
+    sections = tuple(args.sections) if args.sections else default
     cfg = ReportConfig(
-        task=args.task,
+        task=args.task or ReportConfig.task,
         size=_size(args),
         sections=sections,
         seed=args.seed,
         text_path=args.text,
         attention_view=not args.no_attention_view,
     )
-    model = _load(args)
-    report = build_report(model, args.out, cfg)
+    report = build_report(world if world is not None else _load(args), args.out, cfg)
     for o in report.outcomes:
         line = o.summary if o.status == "ok" else o.note
         print(f"{o.section.key:<18} {o.status:<8} {o.seconds:6.1f} s  {line}")
@@ -116,11 +148,16 @@ def _cmd_single(args: argparse.Namespace) -> int:
     from icl_lens.report import RunContext, run_section, section
 
     chosen = section(args.section)
-    task = load_task(args.task) if getattr(args, "task", None) else load_task("present_past")
-    model = _load(args)
-    ctx = RunContext(model=model, task=task)
+    world = _load_world(args)
+    if world is not None:
+        model, task = world.model, _world_task(world, getattr(args, "task", None))
+    else:
+        task = load_task(args.task) if getattr(args, "task", None) else load_task("present_past")
+        model = _load(args)
+    ctx = RunContext(model=model, task=task, world_tasks=world.tasks if world is not None else ())
     out = Path(args.out)
-    outcome = run_section(chosen, ctx, chosen.config_for(_size(args), spec(model), args.seed), out)
+    config = chosen.config_for(_size(args), spec(model), args.seed, world=world is not None)
+    outcome = run_section(chosen, ctx, config, out)
     if outcome.status != "ok":
         print(f"icl-lens: {chosen.title} {outcome.status}: {' '.join(outcome.note.split())}", file=sys.stderr)
         return EXIT_ERROR
@@ -144,15 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
             "Take in-context learning apart: induction heads, function vectors, task vectors, patching. "
             "Start with `icl-lens report` (everything, one HTML page) or `icl-lens tasks` (what you can run)."
         ),
-        epilog="Models: 'smollm2' works offline; any TransformerLens / Hugging Face name needs internet once.",
+        epilog="Models: 'smollm2' works offline, and so do the toy worlds with known answers ('toy:tasks', "
+        "'toy:tasks_natural'); any TransformerLens / Hugging Face name needs internet once.",
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(sp: argparse.ArgumentParser, task: bool = True) -> None:
-        sp.add_argument("--model", default="smollm2", help="'smollm2' (offline), a local HF directory, or a hub name")
+        sp.add_argument("--model", default="smollm2", help=MODEL_HELP)
         if task:
             sp.add_argument(
-                "--task", default="present_past", help="built-in task (see `icl-lens tasks`) or a .json/.csv file"
+                "--task",
+                default=None,
+                help="built-in task (see `icl-lens tasks`) or a .json/.csv file (default: present_past; "
+                "on a toy world, one of its tasks, default its first classification task)",
             )
         sp.add_argument(
             "--size",
@@ -196,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=_cmd_single, section=key)
 
     a = sub.add_parser("accuracy", help="ICL accuracy by number of demonstrations")
-    a.add_argument("--model", default="smollm2", help="'smollm2' (offline), a local HF directory, or a hub name")
+    a.add_argument("--model", default="smollm2", help=MODEL_HELP)
     a.add_argument("--tasks", nargs="*", help="task names or .json/.csv files (default: a few built-ins)")
     a.add_argument("--shots", nargs="*", type=int, default=[0, 1, 2, 5, 10], help="shot counts")
     a.add_argument("--n-prompts", type=int, default=50, help="prompts (queries) per task")
@@ -231,13 +272,23 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
             problems.append(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if any(s < 0 for s in getattr(args, "shots", None) or ()):
         problems.append(f"--shots must be >= 0, got {args.shots}")
-    if getattr(args, "task", None) is not None or getattr(args, "tasks", None):
+    model = getattr(args, "model", None)
+    world = check(toy_world, model) if model is not None else None
+    named = [args.task] if getattr(args, "task", None) is not None else list(getattr(args, "tasks", None) or ())
+    if world is not None:
+        known = world_task_names(world)
+        problems.extend(
+            f"--task {t}: not a task of toy world {world}; choose from {', '.join(known)}"
+            for t in named
+            if t not in known
+        )
+    elif named:
         from icl_lens.prompting.tasks import load_task
 
-        for task in [args.task] if getattr(args, "task", None) is not None else args.tasks:
+        for task in named:
             check(load_task, task)
-    model = getattr(args, "model", None)
-    if model is not None and model.strip().lower() not in SMOLLM2_ALIASES:
+    is_toy = model is not None and model.strip().lower().startswith(TOY_PREFIX)  # checked above
+    if model is not None and not is_toy and model.strip().lower() not in SMOLLM2_ALIASES:
         path = Path(model).expanduser()
         if path.exists():
             check(check_model_dir, path)
@@ -248,7 +299,7 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
     if getattr(args, "out", None) and args.command != "study":  # a study's folders are its own (studies/)
         # Where each result will be saved: nothing there may be overwritten that icl_lens did not write.
         if args.command == "report":
-            names = tuple(args.sections or DEFAULT_SECTIONS)
+            names = tuple(args.sections or (WORLD_SECTIONS if world is not None else DEFAULT_SECTIONS))
         else:
             names = ("accuracy",) if args.command == "accuracy" else (args.section,)
         check(check_results_folder, args.out, names)

@@ -193,8 +193,9 @@ def input_representations(
     inputs = list(inputs)
     if len(set(inputs)) != len(inputs) or len(inputs) < 2:
         raise ConfigError("input_representations needs at least two distinct inputs")
-    # Outputs are placeholders: zero-shot prompts never show them.
-    task = Task(name="inputs", pairs=tuple((x, "?") for x in inputs))
+    # Outputs are placeholders (zero-shot prompts never show them): each input itself, which the
+    # tokenizer encodes by construction ("?" is not in a toy world's word vocabulary).
+    task = Task(name="inputs", pairs=tuple((x, x) for x in inputs))
     zero_shot = build_prompts(model, task, 0, len(task), 0, template, kind="zero_shot")
     probs, hidden = [], []
     with torch.no_grad():

@@ -11,7 +11,8 @@ earlier: an induction head. (Repeats with a fixed period teach a positional shor
 instead: low loss and no induction head. Without adjacent copies, short repeats are
 almost always far apart and the heads learn to ignore close matches.)
 
-Training is seeded and resumable. A run directory holds::
+Training is seeded and resumable (the loop is :mod:`icl_lens.core.training`, shared with
+the toy worlds). A run directory holds::
 
     config.json                      the ToyConfig
     checkpoints/step_000100.safetensors  model state_dict at that step
@@ -30,7 +31,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +39,13 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from icl_lens.core.errors import ConfigError, ResultFileError
+from icl_lens.core import training
+from icl_lens.core.errors import ConfigError
 from icl_lens.core.hooks import HookedModel
-from icl_lens.core.progress import progress
 from icl_lens.core.results import Config
 from icl_lens.induction.toy_result import ToyRun
 
 BOS_ID = 0
-_RESUME = "resume.safetensors"
-_COMPLETE = "complete.json"
-_CONFIG = "config.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,10 +162,6 @@ def default_run_directory(config: ToyConfig) -> Path:
     return cache_dir() / "toy_runs" / config.fingerprint()
 
 
-def _checkpoint_file(directory: Path, step: int) -> Path:
-    return directory / "checkpoints" / f"step_{step:06d}.safetensors"
-
-
 def train_toy_model(
     config: ToyConfig | None = None,
     directory: str | os.PathLike[str] | None = None,
@@ -189,131 +182,33 @@ def train_toy_model(
         stop_after: stop at this step (a checkpoint is written there) without marking the
             run complete, e.g. to test resuming. ``None``: train to ``n_steps``.
     """
-    config = (config or ToyConfig()).replace(**overrides) if overrides else (config or ToyConfig())
+    config = ToyConfig.resolve(config, overrides)
     run_dir = Path(directory) if directory is not None else default_run_directory(config)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    config_file = run_dir / _CONFIG
-    if config_file.exists():
-        saved = ToyConfig.from_dict(json.loads(config_file.read_text())["config"])
-        if saved != config:
-            raise ConfigError(f"{run_dir} holds a run of a different ToyConfig ({saved}); use another directory.")
-    else:
-        _write_json(config_file, {"format": "icl_lens.toy_run", "config": config.to_dict()})
-
-    if resume and (run_dir / _COMPLETE).exists():
+    training.prepare_run_directory(run_dir, config, "icl_lens.toy_run")
+    if resume and training.is_complete(run_dir):
         return load_toy_run(run_dir)
 
-    model = build_toy_model(config)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    generator = torch.Generator().manual_seed(config.seed)
-    losses: list[float] = []
-    done = 0
-    if resume and (run_dir / _RESUME).exists():
-        done, losses = _load_resume_state(run_dir, model, optimizer, generator)
-    else:
-        _save_checkpoint(run_dir, model, optimizer, generator, 0, losses)
+    def step_loss(model: HookedModel, generator: torch.Generator) -> Tensor:
+        return sequence_loss(model, toy_batch(config, config.batch_size, generator))
 
-    last = config.n_steps if stop_after is None else min(stop_after, config.n_steps)
-    started = time.perf_counter()
-    for step in progress(
-        range(done + 1, last + 1), total=max(0, last - done), desc="training toy", enabled=show_progress
-    ):
-        tokens = toy_batch(config, config.batch_size, generator)
-        loss = sequence_loss(model, tokens)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        if step % config.checkpoint_every == 0 or step == last:
-            _save_checkpoint(run_dir, model, optimizer, generator, step, losses)
-    if last == config.n_steps:
-        _write_json(
-            run_dir / _COMPLETE, {"n_steps": config.n_steps, "seconds_last_session": time.perf_counter() - started}
-        )
+    training.train_with_checkpoints(
+        run_dir,
+        build_toy_model(config),
+        step_loss,
+        n_steps=config.n_steps,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+        checkpoint_every=config.checkpoint_every,
+        resume=resume,
+        stop_after=stop_after,
+        show_progress=show_progress,
+        desc="training toy",
+    )
     return load_toy_run(run_dir)
 
 
 def load_toy_run(directory: str | os.PathLike[str]) -> ToyRun:
     """Open a run directory written by :func:`train_toy_model` (finished or not)."""
-    from safetensors import safe_open
-
-    run_dir = Path(directory)
-    if not (run_dir / _CONFIG).exists() or not (run_dir / _RESUME).exists():
-        raise ResultFileError(
-            f"{run_dir} is not a toy run directory (no {_CONFIG} / {_RESUME}); train one with il.train_toy_model."
-        )
-    config = ToyConfig.from_dict(json.loads((run_dir / _CONFIG).read_text())["config"])
-    with safe_open(str(run_dir / _RESUME), framework="pt") as f:
-        losses = f.get_tensor("train_loss")
-        last_step = int(json.loads(f.metadata()["state"])["step"])
-    steps = sorted(
-        int(p.stem.split("_")[1])
-        for p in (run_dir / "checkpoints").glob("step_*.safetensors")
-        if int(p.stem.split("_")[1]) <= last_step
-    )
-    return ToyRun(
-        config=config, directory=str(run_dir), checkpoint_steps=tuple(steps), train_loss=losses[:last_step].clone()
-    )
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
-def _save_checkpoint(
-    run_dir: Path,
-    model: HookedModel,
-    optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
-    step: int,
-    losses: list[float],
-) -> None:
-    from safetensors.torch import save_file
-
-    ckpt = _checkpoint_file(run_dir, step)
-    tmp = ckpt.with_name(f".{ckpt.name}.tmp")
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, ckpt)
-    every = ToyConfig.from_dict(json.loads((run_dir / _CONFIG).read_text())["config"]).checkpoint_every
-    recent = losses[-((step - 1) % every + 1) :] if step else []
-    _write_json(
-        ckpt.with_suffix(".json"),
-        {"step": step, "train_loss_since_previous_checkpoint": sum(recent) / len(recent) if recent else None},
-    )
-    # Optimizer moments, data RNG and loss history: everything a bit-identical resume needs.
-    opt_state = optimizer.state_dict()
-    tensors: dict[str, Tensor] = {
-        "rng_state": generator.get_state(),
-        "train_loss": torch.tensor(losses, dtype=torch.float64),
-    }
-    for idx, state in opt_state["state"].items():
-        for key, value in state.items():
-            tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value).detach().clone().contiguous()
-    meta = {"state": json.dumps({"step": step, "param_groups": opt_state["param_groups"]})}
-    tmp = run_dir / f".{_RESUME}.tmp"
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, run_dir / _RESUME)
-
-
-def _load_resume_state(
-    run_dir: Path, model: HookedModel, optimizer: torch.optim.Optimizer, generator: torch.Generator
-) -> tuple[int, list[float]]:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    with safe_open(str(run_dir / _RESUME), framework="pt") as f:
-        meta = json.loads(f.metadata()["state"])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    step = int(meta["step"])
-    model.load_state_dict(load_file(str(_checkpoint_file(run_dir, step))))
-    state: dict[int, dict[str, Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    generator.set_state(tensors["rng_state"])
-    return step, [float(x) for x in tensors["train_loss"].tolist()]
+    config, steps, losses = training.read_run(Path(directory), ToyConfig, "train one with il.train_toy_model")
+    return ToyRun(config=config, directory=str(directory), checkpoint_steps=steps, train_loss=losses)

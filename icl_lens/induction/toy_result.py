@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
+from icl_lens.core import training
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.results import Result
 
@@ -36,9 +37,7 @@ class ToyRun(Result):
     def checkpoint_path(self, step: int) -> Path:
         if step not in self.checkpoint_steps:
             raise ConfigError(f"no checkpoint at step {step}; saved steps: {self.checkpoint_steps}")
-        from icl_lens.induction.toy import _checkpoint_file
-
-        return _checkpoint_file(Path(self.directory), step)
+        return training.checkpoint_file(Path(self.directory), step)
 
     def model(self, step: int | None = None, into: Any = None) -> Any:
         """The model at checkpoint ``step`` (default: the last), in eval mode.
@@ -46,17 +45,11 @@ class ToyRun(Result):
         ``into``: an existing model of this config to load the weights into (saves the
         build when looping over checkpoints).
         """
-        from safetensors.torch import load_file
-
-        step = self.checkpoint_steps[-1] if step is None else step
         from icl_lens.induction.toy import build_toy_model
 
+        step = self.checkpoint_steps[-1] if step is None else step
         model = into if into is not None else build_toy_model(self.config)
-        model.load_state_dict(load_file(str(self.checkpoint_path(step))))
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        return model
+        return training.load_weights(model, self.checkpoint_path(step))
 
     def summary(self) -> str:
         tail = self.train_loss[-100:].mean() if len(self.train_loss) else float("nan")

@@ -26,7 +26,7 @@ from icl_lens.core.results import Config, Result
 from icl_lens.core.version import __version__
 from icl_lens.induction.detectors_result import InductionHeadsResult
 from icl_lens.induction.views import attention_view
-from icl_lens.prompting.tasks import load_task
+from icl_lens.prompting.tasks import Task, load_task
 from icl_lens.report.findings import finding
 from icl_lens.report.html import esc, findings_html, page
 from icl_lens.report.names import fast_mode as fast_mode
@@ -41,6 +41,7 @@ from icl_lens.report.sections import (
     read_text,
     run,
 )
+from icl_lens.worlds.task_run import TaskToyRun
 
 Status = Literal["ok", "skipped", "failed"]
 
@@ -53,7 +54,9 @@ class ReportConfig(Config):
     """What the report runs.
 
     Attributes:
-        task: task name or file for the task-specific sections.
+        task: task name or file for the task-specific sections; on a toy world, one of its
+            tasks (the default, ``present_past``, stands for the world's first
+            classification task there).
         label_task: classification task for sections that need a label set (kernel
             regression) when ``task`` has none.
         size: ``"small"`` (a few minutes on 2 CPU cores), ``"tiny"`` (seconds; CI) or
@@ -128,7 +131,7 @@ class Report:
 
 
 def build_report(
-    model: HookedModel,
+    model: HookedModel | TaskToyRun,
     out: str | os.PathLike[str],
     config: ReportConfig | None = None,
     *,
@@ -138,7 +141,8 @@ def build_report(
     """Run the report's analyses on ``model`` and write ``out/report.html`` and the results.
 
     Args:
-        model: a TransformerBridge with a tokenizer.
+        model: a TransformerBridge with a tokenizer, or a toy world's run
+            (:func:`~icl_lens.worlds.load_world`), whose tasks and prompt format it then uses.
         out: output folder (created; the report's own files in it are replaced).
         config: :class:`ReportConfig`; keyword ``overrides`` replace its fields.
         show_progress: progress bar over the sections (default: the global setting).
@@ -146,18 +150,27 @@ def build_report(
     cfg = ReportConfig.resolve(config, overrides)
     t0 = time.perf_counter()
     out_dir = check_results_folder(out, cfg.sections)
-    task = load_task(cfg.task)
-    ctx = RunContext(model=model, task=task, text=read_text(cfg.text_path), label_task=load_task(cfg.label_task))
+    world_tasks: tuple[Task, ...] = ()
+    if isinstance(model, TaskToyRun):
+        world_tasks, model = model.tasks, model.model
+        task, label_task = world_task(world_tasks, cfg.task), None
+        cfg = cfg.replace(task=task.name)  # report.json names the task that ran
+    else:
+        task, label_task = load_task(cfg.task), load_task(cfg.label_task)
+    text = read_text(cfg.text_path)
+    ctx = RunContext(model=model, task=task, text=text, label_task=label_task, world_tasks=world_tasks)
     chosen = [s for s in SECTIONS if s.key in cfg.sections]
     outcomes = []
     for section in progress(chosen, total=len(chosen), desc="report", enabled=show_progress):
-        outcome = run_section(section, ctx, section.config_for(cfg.size, spec(model), cfg.seed), out_dir)
+        config = section.config_for(cfg.size, spec(model), cfg.seed, world=bool(world_tasks))
+        outcome = run_section(section, ctx, config, out_dir)
         outcomes.append(outcome)
         if outcome.result is not None:
             ctx.results[section.key] = outcome.result
 
     attention_html, heads = None, ()
-    if cfg.attention_view:
+    # A toy world's context is too short for the default repeated sequences: the view only follows a scan.
+    if cfg.attention_view and not (world_tasks and "induction" not in ctx.results):
         attention_html, heads = _attention_section(model, ctx.results.get("induction"), cfg.seed)
 
     name = model_name(model)
@@ -184,6 +197,16 @@ def build_report(
     }
     (out_dir / "report.json").write_text(json.dumps(index, indent=1), encoding="utf-8")
     return Report(out_dir, html_path, outcomes, tuple(heads), seconds)
+
+
+def world_task(tasks: tuple[Task, ...], name: str) -> Task:
+    """The toy world's task called ``name`` (the report's default task: its first classification task)."""
+    by_name = {t.name: t for t in tasks}
+    if name in by_name:
+        return by_name[name]
+    if name == ReportConfig.task:
+        return next((t for t in tasks if t.labels), tasks[0])
+    raise ConfigError(f"task {name!r} is not a task of this toy world; choose from {', '.join(by_name)}")
 
 
 def run_section(section: Section, ctx: RunContext, config: Config, out_dir: Path) -> SectionOutcome:

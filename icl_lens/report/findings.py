@@ -117,6 +117,42 @@ def _kernel(r: Any) -> tuple[Verdict, str, str]:
     return "no effect", headline, "the vote does not beat the majority label beyond its 95% interval"
 
 
+def _vector_check(r: Any) -> tuple[Verdict, str, str]:
+    icl = r.outcomes("icl")
+    parts, verdicts = [], []
+    for vec, name in (("task_vector", "task vector"), ("function_vector", "function vector")):
+        if vec not in r.conditions:
+            continue
+        ratio, low, high = r.recovered(vec)
+        lift = r.lift(vec)
+        verdicts.append(r.verdict(vec))
+        parts.append(
+            f"{name} {r.verdict(vec)}: recovers {ratio:.0%} [{low:.0%}, {high:.0%}] of ICL, lifts zero-shot by "
+            f"{lift.difference:+.0%} [{lift.ci_low:+.0%}, {lift.ci_high:+.0%}]"
+        )
+    headline = f"ICL {float(icl.float().mean()):.0%} on {len(icl)} held-out queries of {len(r.tasks)} tasks; " + (
+        "; ".join(parts)
+    )
+    if verdicts and all(v == "found" for v in verdicts):
+        return "found", headline, ""
+    if "found" in verdicts:
+        return "partial", headline, "one kind of vector is found, the other is not"
+    # A toy world without the TVP-loss: "not found" with an interval is the negative control's answer.
+    return "no effect", headline, "no vector recovers half of ICL accuracy with 95% confidence"
+
+
+def _gradient_descent(r: Any) -> tuple[Verdict, str, str]:
+    df = r.to_dataframe().set_index("input_scale").loc[1.0]
+    headline = (
+        f"one linear self-attention layer vs one gradient-descent step: sensitivity cosine "
+        f"{df.sensitivity_cosine:.4f} [{df.sensitivity_cosine_ci_low:.4f}, {df.sensitivity_cosine_ci_high:.4f}], "
+        f"predictions {r.relative_distance():.1%} of the targets' scale apart"
+    )
+    if r.matches:
+        return "found", headline, ""
+    return "no effect", headline, "the model's predictions and sensitivities are not those of one GD step"
+
+
 READINGS: dict[str, Callable[[Any], tuple[Verdict, str, str]]] = {
     "accuracy": _accuracy,
     "induction": _induction,
@@ -125,6 +161,8 @@ READINGS: dict[str, Callable[[Any], tuple[Verdict, str, str]]] = {
     "task_vector": _task_vector,
     "implant": _implant,
     "kernel_regression": _kernel,
+    "vector_check": _vector_check,
+    "gradient_descent": _gradient_descent,
 }
 
 

@@ -25,11 +25,27 @@ SECTION_KEYS: tuple[str, ...] = (
     "induction_tokens",
     "demonstration_selection",
     "format_sensitivity",
+    # Optional: the positive controls (icl_lens.worlds), default on a toy world.
+    "vector_check",
+    "gradient_descent",
 )
 """Every section of the report, in report order."""
 
 DEFAULT_SECTIONS: tuple[str, ...] = SECTION_KEYS[:7]
 """The sections a report runs unless ``--sections`` names others."""
+
+WORLD_SECTIONS: tuple[str, ...] = (
+    "accuracy",
+    "function_vector",
+    "task_vector",
+    "implant",
+    "kernel_regression",
+    "vector_check",
+    "gradient_descent",
+)
+"""The sections a report on a toy world (``--model toy:tasks``) runs unless ``--sections``
+names others: natural text and long repeated sequences do not fit a toy world's vocabulary
+and context, so the ICL score and the induction scan are left out."""
 
 
 def fast_mode() -> bool:

@@ -31,15 +31,20 @@ from icl_lens.report.names import DEFAULT_SECTIONS as DEFAULT_SECTIONS, SECTION_
 from icl_lens.vectors.function_vectors import FunctionVectorConfig, function_vector
 from icl_lens.vectors.implant import ImplantConfig, evaluate_implant
 from icl_lens.vectors.task_vectors import TaskVectorConfig, task_vector
+from icl_lens.worlds.check import VectorCheckConfig, check_vectors
+from icl_lens.worlds.gradient_descent import GradientDescentConfig, compare_to_gradient_descent
+from icl_lens.worlds.task_run import TEMPLATE as WORLD_TEMPLATE
 
 Size = Literal["tiny", "small", "paper"]
 """``tiny``: seconds (CI, ``ICL_LENS_FAST=1``); ``small``: minutes on 2 CPU cores; ``paper``:
 each analysis's own defaults (the published settings)."""
 
 
-Inputs = Literal["task", "label_task", "text", "none", "vector"]
+Inputs = Literal["task", "label_task", "text", "none", "vector", "world_tasks", "regression_run"]
 """What a section passes after the model: the report's task, a task with a label set, the
-natural text for the ICL score, nothing, or the task and the vector an earlier section made."""
+natural text for the ICL score, nothing, the task and the vector an earlier section made,
+every task of the toy world the report runs on, or the shipped in-context linear-regression
+run (a section with ``takes_model=False`` passes it instead of the model)."""
 
 Setting = Any | Callable[[ModelSpec], Any]
 """A config value, or a function of the model's sizes (layer choices depend on the depth)."""
@@ -71,6 +76,9 @@ class Section:
         sizes: config fields set at each size (``paper``: none, the analysis's defaults).
         sort_by: the table column the report sorts by, largest first (``None``: as is).
         default: part of the report unless sections are chosen explicitly.
+        world: config fields set when the model is a toy world's (its prompt format, no
+            natural-text or built-in specificity prompts: their words are not in its vocabulary).
+        takes_model: ``False`` for an analysis of its own run, not of the report's model.
     """
 
     key: str
@@ -82,11 +90,16 @@ class Section:
     sizes: Mapping[str, Mapping[str, Setting]] = dataclasses.field(default_factory=dict)
     sort_by: str | None = None
     default: bool = True
+    world: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    takes_model: bool = True
 
-    def config_for(self, size: str, spec: ModelSpec, seed: int = 0) -> Config:
-        """The config this section runs with at ``size`` on a model of ``spec``'s sizes."""
+    def config_for(self, size: str, spec: ModelSpec, seed: int = 0, *, world: bool = False) -> Config:
+        """The config this section runs with at ``size`` on a model of ``spec``'s sizes
+        (``world``: the model is a toy world's)."""
         check_choice(size, Size, "size")
         settings = {} if size == "paper" else dict(self.sizes.get(size, {}))
+        if world:
+            settings.update(self.world)
         values = {k: (v(spec) if callable(v) else v) for k, v in settings.items()}
         if seed != 0 and "seed" in {f.name for f in dataclasses.fields(self.config)}:
             values["seed"] = seed
@@ -102,6 +115,8 @@ class RunContext:
     text: str | None = None
     label_task: Task | None = None
     results: dict[str, Any] = dataclasses.field(default_factory=dict)
+    world_tasks: tuple[Task, ...] = ()
+    """Every task of the toy world the model was trained on (empty for any other model)."""
 
 
 class SectionSkipped(Exception):
@@ -115,7 +130,17 @@ def inputs_for(section: Section, ctx: RunContext) -> tuple[Any, ...]:
     if section.inputs == "task":
         return (ctx.task,)
     if section.inputs == "text":
+        if ctx.world_tasks:
+            raise SectionSkipped("natural text is not in a toy world's vocabulary.")
         return (ctx.text,)  # None: the analysis's own built-in corpus
+    if section.inputs == "world_tasks":
+        if not ctx.world_tasks:
+            raise SectionSkipped("checks a toy world's tasks: run the report on one (--model toy:tasks).")
+        return (ctx.world_tasks,)
+    if section.inputs == "regression_run":
+        from icl_lens.worlds.registry import load_world
+
+        return (load_world("linear_regression"),)
     if section.inputs == "label_task":
         # Kernel regression votes among a label set: word-to-word tasks (antonym) have none.
         task = ctx.task if ctx.task.labels else ctx.label_task
@@ -130,7 +155,10 @@ def inputs_for(section: Section, ctx: RunContext) -> tuple[Any, ...]:
 
 def run(section: Section, ctx: RunContext, config: Config, show_progress: bool | None) -> Any:
     """Run one section's analysis with ``config``."""
-    return section.function(ctx.model, *inputs_for(section, ctx), config=config, show_progress=show_progress)
+    inputs = inputs_for(section, ctx)
+    if not section.takes_model:
+        return section.function(*inputs, config=config, show_progress=show_progress)
+    return section.function(ctx.model, *inputs, config=config, show_progress=show_progress)
 
 
 SECTIONS: tuple[Section, ...] = (
@@ -181,6 +209,7 @@ SECTIONS: tuple[Section, ...] = (
             "small": {"n_mean_prompts": 20, "max_candidates": 60, "n_aie_prompts": 8},
         },
         sort_by="aie",
+        world={"template": WORLD_TEMPLATE},
     ),
     Section(
         "task_vector",
@@ -218,6 +247,7 @@ SECTIONS: tuple[Section, ...] = (
                 "layers": lambda s: spread_layers(s, 10),
             },
         },
+        world={"specificity_tasks": (), "n_natural": 0},
     ),
     Section(
         "kernel_regression",
@@ -275,6 +305,35 @@ SECTIONS: tuple[Section, ...] = (
         "label_task",
         {"tiny": {"n_prompts": 8, "n_shots": 2, "kernel_prompts": 4}, "small": {"n_prompts": 40}},
         default=False,
+    ),
+    # The positive controls (icl_lens.worlds): where the answer is known.
+    Section(
+        "vector_check",
+        "Positive control: are task and function vectors there?",
+        "The task- and function-vector pipelines run on every task of the toy world, with the "
+        "vectors implanted into zero-shot prompts: 'found' needs a significant lift and at least half "
+        "of ICL accuracy recovered with 95% confidence, 'not found' an interval below that.",
+        check_vectors,
+        VectorCheckConfig,
+        "world_tasks",
+        {"tiny": {"function_vectors": False}},
+        default=False,
+    ),
+    Section(
+        "gradient_descent",
+        "Positive control: in-context regression as one gradient-descent step",
+        "The shipped linear self-attention layer trained on in-context linear regression, against one "
+        "step of gradient descent on each prompt's least squares (von Oswald et al. 2023), in and out "
+        "of the training distribution.",
+        compare_to_gradient_descent,
+        GradientDescentConfig,
+        "regression_run",
+        {
+            "tiny": {"n_fit": 1024, "n_test": 256, "scales": (1.0, 5.0)},
+            "small": {"n_test": 1024, "scales": (0.5, 1.0, 2.0, 5.0)},
+        },
+        default=False,
+        takes_model=False,
     ),
 )
 

@@ -45,6 +45,8 @@ BAD = {
     "missing task file": ["fv", "--task", "mine.csv"],
     "task file without header": ["tv", "--task", "noheader.csv"],
     "model folder missing": ["report", "--model", "./models/mine"],
+    "unknown toy world": ["report", "--model", "toy:permutations"],
+    "task not in the toy world": ["tv", "--model", "toy:tasks", "--task", "antonym"],
     "model folder empty": ["induction", "--model", "empty_model"],
     "out is a file": ["report", "--out", "a_file"],
     "out section holds other files": ["fv", "--out", "taken"],

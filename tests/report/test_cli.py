@@ -9,6 +9,7 @@ import pytest
 import icl_lens as il
 from icl_lens import cli
 from icl_lens.report import SECTIONS, ReportConfig, build_report, section
+from icl_lens.report.names import WORLD_SECTIONS
 from icl_lens.report.sections import DEFAULT_SECTIONS
 
 
@@ -133,3 +134,61 @@ def test_single_analysis_command(tmp_path, capsys):
     assert heads.top_heads(1) == [(18, 6)]  # SmolLM2's strongest induction head
     assert "L18H6" in printed
     assert (tmp_path / "figures" / "induction.png").is_file()
+
+
+def test_toy_world_report_end_to_end(tmp_path, capsys):
+    # The positive controls in the report: the shipped task world (trained with the TVP-loss)
+    # through every section that fits its vocabulary, and the shipped regression layer.
+    out = tmp_path / "report"
+    assert cli.main(["report", "--model", "toy:tasks", "--size", "tiny", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    index = json.loads((out / "report.json").read_text())
+    assert index["model"] == "tasks-world-4L4H-tvp1-seed0"
+    assert [s["key"] for s in index["sections"]] == list(WORLD_SECTIONS)
+    assert {s["status"] for s in index["sections"]} == {"ok"}, index["sections"]
+    assert index["config"]["task"] == "parity"  # the default task: the world's first classification task
+    findings = {f["key"]: f for f in index["findings"]}
+    assert findings["vector_check"]["verdict"] == "found"
+    assert "task vector found: recovers 100% [" in findings["vector_check"]["headline"]
+    assert findings["gradient_descent"]["verdict"] == "found"
+    check = il.load_result(out / "vector_check")
+    pooled = check.to_dataframe().set_index("task").loc["all tasks"]
+    assert pooled.icl >= 0.9 and pooled.task_vector_recovered_ci_low >= 0.8
+    assert 0.9 < pooled.icl_ci_low < pooled.icl and pooled.n_test == 78  # 78/78: Wilson [0.953, 1]
+    gd = il.load_result(out / "gradient_descent")
+    assert gd.cosine() >= 0.99 and gd.relative_distance() < 0.05
+    assert "FOUND" in printed and "matches 1 GD step" in printed
+    html = (out / "report.html").read_text()
+    assert "Positive control" in html and "icl_score" not in {s["key"] for s in index["sections"]}
+
+
+def test_toy_world_without_task_vectors_reads_not_found(tmp_path, capsys):
+    # The negative control: ICL at 100%, and the report says the task vector is not there, with its interval.
+    out = tmp_path / "natural"
+    args = ["report", "--model", "toy:tasks_natural", "--task", "colour", "--size", "tiny", "--sections"]
+    assert cli.main([*args, "accuracy", "vector_check", "--out", str(out)]) == 0
+    index = json.loads((out / "report.json").read_text())
+    finding = {f["key"]: f for f in index["findings"]}["vector_check"]
+    assert finding["verdict"] == "no effect"
+    assert "task vector not found: recovers 18% [10%, 27%] of ICL" in finding["headline"]
+    assert "ICL 100% on 78 held-out queries" in finding["headline"]
+    assert index["config"]["task"] == "colour"
+
+
+def test_single_commands_and_sections_on_a_toy_world(tmp_path, capsys):
+    assert cli.main(["tv", "--model", "toy:tasks", "--task", "colour", "--size", "tiny", "--out", str(tmp_path)]) == 0
+    tv = il.load_result(tmp_path / "task_vector")
+    assert tv.origin.task == "colour" and tv.test_accuracy_at_best >= 0.75
+    capsys.readouterr()
+    assert cli.main(["accuracy", "--model", "toy:tasks", "--shots", "0", "1", "--n-prompts", "8", "--out", ""]) == 0
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert all(rows[t][-1] == "100%" for t in ("copy", "successor", "parity", "colour", "shape", "size"))
+    # world settings: the world's prompt format, no built-in or natural-text prompts it cannot encode
+    spec = il.model_spec(il.tiny_model(n_layers=4, seed=0))
+    assert section("function_vector").config_for("tiny", spec, world=True).template == "hendel"
+    implant = section("implant").config_for("small", spec, world=True)
+    assert implant.specificity_tasks == () and implant.n_natural == 0
+    assert section("function_vector").config_for("tiny", spec).template == "todd"
+    for s in SECTIONS:  # a world setting that is not a config field fails here
+        for size in ("tiny", "small", "paper"):
+            assert type(s.config_for(size, spec, world=True)) is s.config

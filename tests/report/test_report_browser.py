@@ -99,9 +99,12 @@ def test_findings_fill_the_first_screen(report, tmp_path, run_chromium):
     page = tmp_path / "report.html"
     page.write_text(report.html_path.read_text().replace("</body>", PROBE + "</body>"))
     dom = run_chromium(page, "--dump-dom", "--window-size=1280,800").stdout
-    n_items, bottom, height, first_section = (float(x) for x in re.search(r'id="probe">([^<]+)<', dom).group(1).split())
+    # The last match is the element the script wrote (the first is the script's own source).
+    probe = re.findall(r'id="probe">([^<]+)<', dom)[-1]
+    n_items, bottom, height, first_section = (float(x) for x in probe.split())
     assert n_items == len(report.outcomes)
-    assert bottom <= height == 800, "the findings must be readable without scrolling"
+    # The viewport is the window less what headless Chromium keeps for itself (800 -> 713 here).
+    assert bottom <= height <= 800, "the findings must be readable without scrolling"
     assert first_section > bottom  # the findings come before the sections
     findings = dom[dom.index('id="findings"') : dom.index("</section>", dom.index('id="findings"'))]
     assert "What this report found" in findings and "L18H6" in findings  # the induction head, by name

@@ -1,0 +1,54 @@
+"""A word-level tokenizer whose pieces are exactly the pieces of an ``x -> y`` prompt.
+
+The package's prompt builder (:func:`icl_lens.prompting.build_prompts`) with the
+``"hendel"`` template ``{input} -> {output}\\n`` tokenizes each piece on its own: the
+input ``x``, the arrow ``" ->"``, the output with its leading space ``" y"`` and the
+newline. This tokenizer has one token for each of those pieces (inputs without a leading
+space, outputs with one, as GPT-style BPE vocabularies do), so a prompt built by the
+package is token for token a training sequence of the toy worlds:
+``[BOS] x1 " ->" " y1" "\\n" x2 " ->" ...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+ARROW = " ->"
+NEWLINE = "\n"
+SPECIAL = ("<bos>", "<pad>", "<unk>")
+
+
+def word_tokenizer(words: Sequence[str], name: str = "icl_lens-world") -> Any:
+    """A HuggingFace tokenizer with one token per word (ids 0, 1, 2: ``<bos>``, ``<pad>``, ``<unk>``).
+
+    A text is split into pieces ``" ?[^\\s]+"`` (a word with at most one leading space)
+    and single whitespace characters; each piece is looked up whole, anything unknown is
+    ``<unk>``. BOS is prepended, as for SmolLM2.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    if len(set(words)) != len(words):
+        raise ValueError("words has repeated entries")
+    vocab = {w: i for i, w in enumerate(SPECIAL)}
+    for w in words:
+        vocab[w] = len(vocab)
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex(r" ?[^\s]+|\s"), behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    tk.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", 0)]
+    )
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        bos_token="<bos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        eos_token="<pad>",
+        add_bos_token=True,
+    )
+    # TransformerLens reloads tokenizers by name unless it sees these set.
+    hf.init_kwargs["name_or_path"] = name
+    hf.init_kwargs["add_bos_token"] = True
+    return hf
