@@ -13,13 +13,13 @@ import pytest
 import torch
 
 import icl_lens as il
-from icl_lens.core import model_cache, models
+from icl_lens.core import model_access, model_cache, models
 
 
 def boot(path, processed: bool):
     from transformer_lens.model_bridge import TransformerBridge
 
-    with models._hub_offline():
+    with model_access.hub_offline():
         bridge = TransformerBridge.boot_transformers(str(path), device="cpu", dtype=torch.float32)
     return models._prepare(bridge, True, processed=processed)
 
