@@ -1,21 +1,28 @@
-"""Attribution patching against exact patching of every head, on SmolLM2 and an ICL task.
+"""(d) Attribution patching at positions on SmolLM2: icl_lens (with and without AtP*'s QK
+fix) against TransformerLens's and nnsight's attribution recipes, and its agreement with the
+exact sweep.
 
-Same inputs for all: ``n`` antonym prompts with their demonstrations' labels shuffled
-and the same prompts with true labels (equal token counts, no padding). The patch is
-shuffled-label -> clean (the clean run gets one head's output from the shuffled-label run,
-at the last position); metric = probability of the answer's first token.
+Same inputs for all: antonym prompts with their demonstrations' labels shuffled and the same
+prompts with true labels (8 x 63 tokens, no padding). The patch is shuffled-label -> clean
+(the clean run gets the shuffled run's activation); metric = probability of the answer's
+first token.
 
-* attribution: ``attribution_head_sweep`` (caching the source activations, one forward of
-  the clean prompts, one backward through the answer position);
-* exact, fast engine: ``head_sweep`` (``method="auto"``: the fast engine);
-* exact, one full forward per head: ``head_sweep(method="plain")``, the way
-  TransformerLens's patching works, on a subset of heads, extrapolated to all heads
-  (printed as such); ``--plain-heads 270`` runs all of them.
+* icl_lens: ``attribution_head_sweep(..., positions="each")`` (every head at every column),
+  ``qk_fix=False`` and ``True``; ``attribution_resid_sweep(..., positions="each")`` (every
+  layer's ``resid_pre`` at every column);
+* TransformerLens: its attribution-patching demo's recipe (``transformer_lens.patching`` has
+  no attribution function): the clean cache, then a forward and backward of the target with
+  hooks keeping ``hook_z`` and its gradient;
+* nnsight: its attribution-patching pattern, one clean trace and one target trace with a
+  backward, on ``o_proj``'s input;
+* the exact sweeps (the position engine) on one head in every third layer at every column,
+  and on every third layer's ``resid_pre`` at every column (``--layer-step``): Spearman, Pearson and top-10 overlap of the
+  estimates against them.
 
-Prints the speed ratios and the agreement (Spearman, Pearson, top-10 overlap) between
-attribution and the exact sweep.
+A last line compares attribution at the last position with the exact last-position sweep
+and with one full forward per head (``method="plain"``, extrapolated from a sample).
 
-    python benchmarks/attribution.py [--prompts 8 --shots 7 --plain-heads 18 --threads 1]
+    python benchmarks/attribution.py [--prompts 8 --shots 7 --plain-heads 18 --layer-step 3 --threads N]
 """
 
 from __future__ import annotations
@@ -23,11 +30,105 @@ from __future__ import annotations
 import argparse
 
 import torch
-from patching_heads import equal_length_pair, machine, measure, spread_heads
+from _shared import (
+    equal_length_pair,
+    load,
+    machine,
+    measure,
+    nnsight_attribution,
+    nnsight_model,
+    setup,
+    spread,
+    tl_attribution,
+)
 
-import icl_lens as il
 from icl_lens.core import hooks
-from icl_lens.patching import attribution_head_sweep, head_sweep, patching_agreement
+from icl_lens.patching import (
+    attribution_head_sweep,
+    attribution_resid_sweep,
+    head_sweep,
+    patching_agreement,
+    resid_sweep,
+)
+
+
+def answer_prob(answers: torch.Tensor):
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits.float(), -1).gather(1, answers[:, None]).squeeze(1)
+
+    return metric
+
+
+def heads_at_positions(model, nn, clean, shuffled, step: int) -> None:
+    s = hooks.spec(model)
+    n, t = clean.tokens.shape
+    kw = dict(metric="prob", positions="each")
+    plain = measure(lambda: attribution_head_sweep(model, clean, shuffled, **kw))
+    fixed = measure(lambda: attribution_head_sweep(model, clean, shuffled, qk_fix=True, **kw))
+    units = [(l, (3 * l) % s.n_heads) for l in range(step // 2, s.n_layers, step)]
+    exact = measure(lambda: head_sweep(model, clean, shuffled, heads=units, **kw))
+    metric = answer_prob(clean.answer_ids)
+    tl = measure(lambda: tl_attribution(model, shuffled, clean, metric))
+    nns = measure(lambda: nnsight_attribution(nn, shuffled, clean, metric))
+    estimate = plain.result.patched - plain.result.baseline
+    a_plain = patching_agreement(plain.result, exact.result)
+    a_fixed = patching_agreement(fixed.result, exact.result)
+    print(
+        f"(d) attribution, every head x every column, {n} prompts x {t} tokens ({s.n_layers * s.n_heads} heads x "
+        f"{t} columns), antonym shuffled-label -> clean, prob: icl_lens {plain.wall:.1f} s (peak "
+        f"+{plain.peak_mib:.0f} MiB), with the QK fix {fixed.wall:.1f} s (peak +{fixed.peak_mib:.0f} MiB) | "
+        f"TransformerLens hooks recipe {tl.wall:.1f} s (peak +{tl.peak_mib:.0f} MiB): {tl.wall / plain.wall:.1f}x, "
+        f"max |diff| {float((tl.result - estimate).abs().max()):.1e} | nnsight recipe {nns.wall:.1f} s (peak "
+        f"+{nns.peak_mib:.0f} MiB): {nns.wall / plain.wall:.1f}x, max |diff| "
+        f"{float((nns.result - estimate).abs().max()):.1e} | against the exact sweep of {len(units)} heads x {t} "
+        f"columns ({exact.wall:.0f} s): AtP Spearman {a_plain.spearman:.3f}, Pearson {a_plain.pearson:.3f}, "
+        f"top-10 {a_plain.top_k_overlap:.0%}; AtP* (QK fix) Spearman {a_fixed.spearman:.3f}, Pearson "
+        f"{a_fixed.pearson:.3f}, top-10 {a_fixed.top_k_overlap:.0%} | {load()}",
+        flush=True,
+    )
+
+
+def layers_at_positions(model, clean, shuffled, step: int) -> None:
+    s = hooks.spec(model)
+    n, t = clean.tokens.shape
+    kw = dict(metric="prob", positions="each")
+    plain = measure(lambda: attribution_resid_sweep(model, clean, shuffled, **kw))
+    fixed = measure(lambda: attribution_resid_sweep(model, clean, shuffled, qk_fix=True, **kw))
+    layers = list(range(step // 2, s.n_layers, step))
+    exact = measure(lambda: resid_sweep(model, clean, shuffled, layers=layers, **kw))
+    a_plain = patching_agreement(plain.result, exact.result)
+    a_fixed = patching_agreement(fixed.result, exact.result)
+    print(
+        f"(d) attribution, resid_pre of every layer x every column, {n} prompts x {t} tokens: icl_lens "
+        f"{plain.wall:.1f} s, with the QK fix {fixed.wall:.1f} s | against the exact sweep of {len(layers)} layers x "
+        f"{t} columns ({exact.wall:.0f} s): AtP Spearman {a_plain.spearman:.3f}, Pearson {a_plain.pearson:.3f}, "
+        f"top-10 {a_plain.top_k_overlap:.0%}; AtP* (QK fix) Spearman {a_fixed.spearman:.3f}, Pearson "
+        f"{a_fixed.pearson:.3f}, top-10 {a_fixed.top_k_overlap:.0%} | {load()}",
+        flush=True,
+    )
+
+
+def last_position(model, clean, shuffled, plain_heads: int) -> None:
+    s = hooks.spec(model)
+    n, t = clean.tokens.shape
+    n_all = s.n_layers * s.n_heads
+    attr = measure(lambda: attribution_head_sweep(model, clean, shuffled, metric="prob"))
+    exact = measure(lambda: head_sweep(model, clean, shuffled, metric="prob"))
+    heads = spread([(l, h) for l in range(s.n_layers) for h in range(s.n_heads)], plain_heads)
+    plain = measure(lambda: head_sweep(model, clean, shuffled, metric="prob", heads=heads, method="plain"))
+    scale = n_all / len(heads)
+    ok = ~torch.isnan(plain.result.patched)
+    diff = float((plain.result.patched - exact.result.patched)[ok].abs().max())
+    agreement = patching_agreement(attr.result, exact.result, k=10)
+    print(
+        f"attribution vs exact at the last position, {n} prompts x {t} tokens, {n_all} heads: attribution "
+        f"{attr.wall:.1f} s (peak +{attr.peak_mib:.0f} MiB) vs exact fast engine {exact.wall:.1f} s: "
+        f"{exact.wall / attr.wall:.1f}x; vs exact one forward per head {plain.wall * scale:.0f} s [EXTRAPOLATED "
+        f"from {len(heads)} heads x{scale:.0f}]: {plain.wall * scale / attr.wall:.0f}x; Spearman "
+        f"{agreement.spearman:.3f}, Pearson {agreement.pearson:.3f}, top-10 overlap {agreement.top_k_overlap:.0%} "
+        f"(fast vs plain exact max |diff| {diff:.1e}) | {load()}",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -35,39 +136,16 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--shots", type=int, default=7)
     parser.add_argument("--plain-heads", type=int, default=18, help="heads the plain exact sweep runs (270: all)")
-    parser.add_argument("--metric", default="prob")
+    parser.add_argument("--layer-step", type=int, default=3, help="the exact sweeps: every k-th layer, from k // 2")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    il.set_progress(False)
-    model = il.load_model("smollm2")
-    s = hooks.spec(model)
-    n_all = s.n_layers * s.n_heads
-    print(f"# SmolLM2-135M, {machine()}")
-    clean, shuffled = equal_length_pair(model, "antonym", args.prompts, args.shots, "todd")
-    n, n_tok = clean.tokens.shape
-
-    attr, t_at, c_at, m_at = measure(lambda: attribution_head_sweep(model, clean, shuffled, metric=args.metric))
-    exact, t_ex, c_ex, m_ex = measure(lambda: head_sweep(model, clean, shuffled, metric=args.metric))
-    heads = spread_heads(s.n_layers, s.n_heads, min(args.plain_heads, n_all))
-    plain, t_pl, c_pl, _ = measure(
-        lambda: head_sweep(model, clean, shuffled, metric=args.metric, heads=heads, method="plain")
-    )
-    scale = n_all / len(heads)
-    ok = ~torch.isnan(plain.patched)
-    diff = float((plain.patched - exact.patched)[ok].abs().max())
-    note = "measured" if len(heads) == n_all else f"EXTRAPOLATED from {len(heads)} heads x{scale:.0f}"
-    agreement = patching_agreement(attr, exact, k=10)
-    print(
-        f"attribution vs exact, {n} prompts x {n_tok} tokens, {n_all} heads, antonym shuffled-label -> clean, "
-        f"metric {args.metric}: attribution {t_at:.1f} s (cpu {c_at:.1f} s, peak +{m_at:.0f} MiB) vs exact fast "
-        f"engine {t_ex:.1f} s (cpu {c_ex:.1f} s, peak +{m_ex:.0f} MiB): ratio {t_ex / t_at:.1f}x "
-        f"(cpu {c_ex / c_at:.1f}x); vs exact one forward per head {t_pl * scale:.0f} s [{note}]: ratio "
-        f"{t_pl * scale / t_at:.0f}x (cpu {c_pl * scale / c_at:.0f}x); Spearman {agreement.spearman:.3f}, "
-        f"Pearson {agreement.pearson:.3f}, top-10 overlap {agreement.top_k_overlap:.0%} "
-        f"(fast vs plain exact max |diff| {diff:.1e})"
-    )
+    model = setup(args.threads)
+    nn = nnsight_model()
+    print(f"# SmolLM2-135M, {machine()}", flush=True)
+    clean, shuffled = equal_length_pair(model, "antonym", args.prompts, args.shots)
+    heads_at_positions(model, nn, clean, shuffled, args.layer_step)
+    layers_at_positions(model, clean, shuffled, args.layer_step)
+    last_position(model, clean, shuffled, args.plain_heads)
 
 
 if __name__ == "__main__":

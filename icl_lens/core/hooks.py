@@ -93,6 +93,35 @@ def attn_out(layer: int) -> str:
     return f"blocks.{layer}.hook_attn_out"
 
 
+def mlp_out(layer: int) -> str:
+    """Output of the MLP of block ``layer``, added to the residual stream (``[batch, pos, d_model]``)."""
+    return f"blocks.{layer}.hook_mlp_out"
+
+
+BlockHook = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"]
+"""A ``[batch, pos, d_model]`` activation of a block: one of its residual streams, or what
+its attention or its MLP adds to the residual stream."""
+
+
+def block_hook(hook: BlockHook, layer: int) -> str:
+    """Hook name of the ``d_model``-wide activation ``hook`` of block ``layer``."""
+    check_choice(hook, BlockHook, "hook")
+    # every one of them is `blocks.{layer}.hook_{hook}` in the TransformerLens vocabulary
+    return f"blocks.{layer}.hook_{hook}"
+
+
+HeadHook = Literal["z", "q", "k", "v"]
+"""A per-head activation of the attention layer: a head's output before ``W_O`` (``z``), its
+query, or its key or value (``n_kv_heads`` heads under grouped-query attention). ``q`` and
+``k`` are taken before the rotary embedding."""
+
+
+def head_hook(hook: HeadHook, layer: int) -> str:
+    """Hook name of the per-head activation ``hook`` of block ``layer``."""
+    check_choice(hook, HeadHook, "hook")
+    return f"blocks.{layer}.attn.hook_{hook}"
+
+
 def z(layer: int) -> str:
     """Per-head attention output before W_O (``[batch, pos, n_heads, d_head]``)."""
     return f"blocks.{layer}.attn.hook_z"
@@ -146,6 +175,10 @@ class ModelSpec:
     def kv_head(self, head: int) -> int:
         """Key/value head read by query head ``head``."""
         return head // self.group_size
+
+    def heads_of(self, hook: HeadHook) -> int:
+        """Heads of the per-head activation ``hook``: key/value heads for ``k`` and ``v``."""
+        return self.n_kv_heads if hook in ("k", "v") else self.n_heads
 
 
 def spec(model: HookedModel) -> ModelSpec:

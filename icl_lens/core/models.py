@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from icl_lens.core import validate
+from icl_lens.core import model_cache, validate
 from icl_lens.core.errors import ConfigError, ModelNotAvailableError
 from icl_lens.core.hooks import HookedModel
 from icl_lens.core.model_access import SMOLLM2_ALIASES, boot_from_hub, check_device, check_model_dir, hub_offline
@@ -79,7 +79,7 @@ def smollm2_dir(cache: Path | None = None) -> Path:
     if (target / _MARKER).is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned_conversions(root)
+    model_cache.remove_abandoned(root, ".convert-*")
     tmp = Path(tempfile.mkdtemp(prefix=f".convert-{os.getpid()}-", dir=root))
     try:
         t0 = time.perf_counter()
@@ -101,27 +101,6 @@ def smollm2_dir(cache: Path | None = None) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def _remove_abandoned_conversions(root: Path) -> None:
-    """Delete temporary conversion directories whose process is gone (killed mid-way)."""
-    for d in root.glob(".convert-*"):
-        try:
-            pid = int(d.name.split("-")[1])
-        except (IndexError, ValueError):
-            continue
-        if not _pid_alive(pid):
-            shutil.rmtree(d, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
@@ -212,9 +191,12 @@ def load_model(
     with _quiet_transformers():
         if key in SMOLLM2_ALIASES:
             path = smollm2_dir()
+            # compatibility mode's processed weights are cached beside the conversion (model_cache)
+            cache = compatibility_mode and not placed and kwargs["dtype"] == torch.float32
             with hub_offline():
-                bridge = TransformerBridge.boot_transformers(str(path), **kwargs)
+                bridge, processed = model_cache.boot(TransformerBridge, path, cache, **kwargs)
             bridge.cfg.model_name = "SmolLM2-135M-Instruct"
+            return _prepare(bridge, compatibility_mode, processed=processed, cache_to=path if cache else None)
         elif Path(name).expanduser().exists():
             check_model_dir(Path(name).expanduser())
             with hub_offline():
@@ -234,9 +216,14 @@ def torch_dtype(dtype: torch.dtype | str) -> torch.dtype:
     return value
 
 
-def _prepare(bridge: Any, compatibility_mode: bool) -> Any:
-    if compatibility_mode:
+def _prepare(bridge: Any, compatibility_mode: bool, *, processed: bool = False, cache_to: Path | None = None) -> Any:
+    if processed:  # booted from weights processed when they were cached: do not fold them twice
+        bridge.enable_compatibility_mode(no_processing=True)
+        bridge._weights_processed = True
+    elif compatibility_mode:
         bridge.enable_compatibility_mode()
+        if cache_to is not None:
+            model_cache.write_processed(bridge, cache_to)
     bridge.eval()
     for p in bridge.parameters():
         p.requires_grad_(False)

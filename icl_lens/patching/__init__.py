@@ -34,3 +34,5 @@ from icl_lens.patching.results import (
     ResidPatchingResult as ResidPatchingResult,
 )
 from icl_lens.patching.sweeps import head_sweep as head_sweep, resid_sweep as resid_sweep
+from icl_lens.patching.tracing import CausalTraceConfig as CausalTraceConfig, causal_trace as causal_trace
+from icl_lens.patching.tracing_result import CausalTraceResult as CausalTraceResult

@@ -46,10 +46,14 @@ from icl_lens.patching.options import AblationMethod
 Head = tuple[int, int]
 
 
-def normalize_heads(model: HookedModel, heads: Sequence[Sequence[int]], *, allow_empty: bool = False) -> list[Head]:
-    """Validate ``(layer, head)`` pairs against the model; sorted, duplicates removed."""
+def normalize_heads(
+    model: HookedModel, heads: Sequence[Sequence[int]], *, n_heads: int | None = None, allow_empty: bool = False
+) -> list[Head]:
+    """Validate ``(layer, head)`` pairs against the model (``n_heads`` per layer: the query
+    heads by default); sorted, duplicates removed."""
     s = hooks.spec(model)
-    return sorted(set(validate.head_list(heads, s.n_layers, s.n_heads, allow_empty=allow_empty)))
+    n_heads = s.n_heads if n_heads is None else n_heads
+    return sorted(set(validate.head_list(heads, s.n_layers, n_heads, allow_empty=allow_empty)))
 
 
 def _reference_tokens(reference: Any) -> tuple[Tensor, Tensor | None]:

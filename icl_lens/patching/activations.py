@@ -17,8 +17,8 @@ from torch import Tensor
 
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
-from icl_lens.core.hooks import HookedModel, ResidHook
-from icl_lens.core.options import check_choice
+from icl_lens.core.hooks import HeadHook, HookedModel, ResidHook
+from icl_lens.core.options import check_choice, choices
 from icl_lens.core.progress import progress
 from icl_lens.patching.engine import last_position_engine
 from icl_lens.patching.options import ActivationHook, CapturePositions
@@ -123,19 +123,20 @@ def activations_and_logits(
 ) -> tuple[Tensor, Float[Tensor, "batch d_vocab"]]:
     """``hook`` of every layer, and the logits at ``last_pos``, from the same forward passes.
 
-    ``hook`` is ``"z"`` (every head's output before ``W_O``: ``[batch, *pos, n_layers,
-    n_heads, d_head]``) or a residual stream (``"resid_pre"``, ``"resid_mid"``,
-    ``"resid_post"``: ``[batch, *pos, n_layers, d_model]``); ``pos`` is there only for
+    ``hook`` is a per-head activation (``"z"``: every head's output before ``W_O``; ``"q"``,
+    ``"k"``, ``"v"``: ``[batch, *pos, n_layers, heads, d_head]``) or a ``d_model``-wide one
+    of a block (``"resid_pre"``, ``"resid_mid"``, ``"resid_post"``, ``"attn_out"``,
+    ``"mlp_out"``: ``[batch, *pos, n_layers, d_model]``); ``pos`` is there only for
     ``positions="all"``.
     """
     check_choice(hook, ActivationHook, "hook")
     check_choice(positions, CapturePositions, "positions")
     n_layers = hooks.spec(model).n_layers
-    if hook == "z":
-        # each z is [..., n_heads, d_head]: stacked into [..., n_layers, n_heads, d_head]
-        names, layer_dim, desc = [hooks.z(l) for l in range(n_layers)], -3, "head activations"
+    if hook in choices(HeadHook):
+        # each is [..., heads, d_head]: stacked into [..., n_layers, heads, d_head]
+        names, layer_dim, desc = [hooks.head_hook(hook, l) for l in range(n_layers)], -3, "head activations"  # type: ignore[arg-type]
     else:
-        names, layer_dim, desc = [hooks.resid(hook, l) for l in range(n_layers)], -2, "residual activations"
+        names, layer_dim, desc = [hooks.block_hook(hook, l) for l in range(n_layers)], -2, "residual activations"  # type: ignore[arg-type]
     acts, logits = [], []
     chunks = list(row_chunks(len(batch), batch_size))
     for rows in progress(chunks, desc=desc, enabled=show_progress if len(chunks) > 1 else False):

@@ -28,12 +28,13 @@ from torch import Tensor
 
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
-from icl_lens.core.hooks import HookedModel, ResidHook
+from icl_lens.core.hooks import BlockHook, HeadHook, HookedModel
 from icl_lens.core.options import check_choice
 from icl_lens.patching.activations import row_chunks, take_rows
+from icl_lens.patching.attribution_qk import qk_engine, qk_fixed_chunk
 from icl_lens.patching.engine import LastPositionEngine
 from icl_lens.patching.metrics import Metric, metric_for_rows
-from icl_lens.patching.options import Method, MetricName, Positions, RankBy, ResidPositions
+from icl_lens.patching.options import Method, MetricName, PatchSite, Positions, RankBy, ResidPositions
 from icl_lens.patching.results import HeadPatchingResult, PatchingAgreement, ResidPatchingResult
 from icl_lens.patching.runner import ChunkRunner, answer_gradients, sweep_runner
 from icl_lens.patching.sources import Source, SweepInputs, sweep_inputs
@@ -52,6 +53,8 @@ def attribution_head_sweep(
     *,
     metric: MetricName | Metric = "prob",
     positions: Positions = "last",
+    hook: HeadHook = "z",
+    qk_fix: bool = False,
     batch_size: int | None = None,
     method: Method = "auto",
     show_progress: bool | None = None,
@@ -59,14 +62,20 @@ def attribution_head_sweep(
     """Attribution-patching estimate of :func:`~icl_lens.patching.head_sweep` for every head.
 
     Same arguments and result type as ``head_sweep`` (``method="attribution"`` in the
-    result): ``patched = baseline + grad_z . (z_source - z_target)`` per prompt.
+    result, ``"attribution+qk"`` with ``qk_fix``): ``patched = baseline + grad . (a_source -
+    a_target)`` per prompt. ``qk_fix=True`` recomputes, through the softmax, the attention
+    pattern that the patch changes (AtP*, Kramár et al. 2024; see
+    :mod:`icl_lens.patching.attribution_qk`), for ``positions="last"`` or ``"each"``.
     ``method`` picks the gradient engine: ``"fast"`` (answer position only, through the
-    cached prefix), ``"plain"`` (a full backward pass) or ``"auto"`` (fast where it
-    applies, plain for any chunk of prompts whose control row disagrees).
+    cached prefix: ``positions="last"``, ``hook="z"``, no ``qk_fix``), ``"plain"`` (a full
+    backward pass) or ``"auto"`` (fast where it applies, plain for any chunk of prompts
+    whose control row disagrees).
     """
-    runner = sweep_runner(model, method, positions=positions)
-    inputs = sweep_inputs(model, target, source, metric=metric, positions=positions, show_progress=show_progress)
-    return _attribution(model, inputs, runner, batch_size)  # type: ignore[return-value]
+    runner = _runner(model, method, positions, hook, qk_fix)
+    inputs = sweep_inputs(
+        model, target, source, metric=metric, positions=positions, hook=hook, show_progress=show_progress
+    )
+    return _attribution(model, inputs, runner, batch_size, qk_fix)  # type: ignore[return-value]
 
 
 def attribution_resid_sweep(
@@ -76,41 +85,66 @@ def attribution_resid_sweep(
     *,
     metric: MetricName | Metric = "prob",
     positions: ResidPositions = "last",
-    hook: ResidHook = "resid_pre",
+    hook: BlockHook = "resid_pre",
+    qk_fix: bool = False,
     batch_size: int | None = None,
     method: Method = "auto",
     show_progress: bool | None = None,
 ) -> ResidPatchingResult:
-    """Attribution-patching estimate of :func:`~icl_lens.patching.resid_sweep` for every layer."""
-    runner = sweep_runner(model, method, positions=positions, hook=hook)
+    """Attribution-patching estimate of :func:`~icl_lens.patching.resid_sweep` for every layer
+    (and column, with ``positions="each"``); ``qk_fix`` as in :func:`attribution_head_sweep`."""
+    runner = _runner(model, method, positions, hook, qk_fix)
     inputs = sweep_inputs(
         model, target, source, metric=metric, positions=positions, hook=hook, show_progress=show_progress
     )
-    return _attribution(model, inputs, runner, batch_size)  # type: ignore[return-value]
+    return _attribution(model, inputs, runner, batch_size, qk_fix)  # type: ignore[return-value]
+
+
+def _runner(model: HookedModel, method: Method, positions: str, hook: PatchSite, qk_fix: bool) -> ChunkRunner[Any]:
+    runner = sweep_runner(model, method, positions=positions, hook=hook, attribution=True)
+    if qk_fix:
+        if positions not in ("last", "each"):
+            raise ConfigError("qk_fix estimates patches of one column at a time: use positions='last' or 'each'")
+        if method == "fast":
+            raise ConfigError("qk_fix runs a full backward pass (method='plain' or 'auto'), not the fast engine")
+        runner = ChunkRunner(model, "plain")
+    return runner
 
 
 def _attribution(
-    model: HookedModel, inputs: SweepInputs, runner: ChunkRunner[LastPositionEngine], batch_size: int | None
+    model: HookedModel, inputs: SweepInputs, runner: ChunkRunner[Any], batch_size: int | None, qk_fix: bool
 ) -> HeadPatchingResult | ResidPatchingResult:
     """``grad . (source - target)`` for every cell, chunk by chunk of prompts."""
     s = hooks.spec(model)
     target, hook = inputs.target, inputs.hook
     n, n_cols = len(target), target.tokens.shape[1]
-    cells = (s.n_layers,) + (() if hook is not None else (s.n_heads,))
+    cells = (s.n_layers,) + ((s.heads_of(hook),) if inputs.per_head else ())  # type: ignore[arg-type]
     attribution = torch.zeros(*cells, *((n_cols,) if inputs.positions == "each" else ()), n)
     baseline = torch.zeros(n)
-    names = [hooks.z(l) if hook is None else hooks.resid(hook, l) for l in range(s.n_layers)]
+    names = [hooks.head_hook(hook, l) if inputs.per_head else hooks.block_hook(hook, l) for l in range(s.n_layers)]  # type: ignore[arg-type]
     budget = TOKENS_PER_BACKWARD if runner.engine is None else TOKENS_PER_FAST_BACKWARD
     size = batch_size if batch_size is not None else max(1, budget // max(1, n_cols))
+    engine = qk_engine(model) if qk_fix else None
     for rows in row_chunks(n, size):
-        baseline[rows], attribution[..., rows] = _chunk(model, inputs, runner, rows, names)
+        if engine is not None:
+            sub = take_rows(target, rows)
+            values = inputs.rows(rows)
+            source = values[:, None] if inputs.positions == "last" else values
+            metric = metric_for_rows(inputs.metric, rows, n)
+            baseline[rows], attribution[..., rows] = qk_fixed_chunk(engine, sub, metric, hook, source, inputs.positions)
+        else:
+            baseline[rows], attribution[..., rows] = _chunk(model, inputs, runner, rows, names)
     return inputs.result(
-        model, method="attribution", patched=baseline + attribution, baseline=baseline, effect=attribution.mean(-1)
+        model,
+        method="attribution+qk" if qk_fix else "attribution",
+        patched=baseline + attribution,
+        baseline=baseline,
+        effect=attribution.mean(-1),
     )
 
 
 def _chunk(
-    model: HookedModel, inputs: SweepInputs, runner: ChunkRunner[LastPositionEngine], rows: Tensor, names: list[str]
+    model: HookedModel, inputs: SweepInputs, runner: ChunkRunner[Any], rows: Tensor, names: list[str]
 ) -> tuple[Tensor, Tensor]:
     """Metric values ``[batch]`` and estimates ``[*cells, batch]`` of one chunk of prompts."""
     sub = take_rows(inputs.target, rows)
@@ -121,7 +155,7 @@ def _chunk(
     def fast(engine: LastPositionEngine) -> tuple[Tensor, Tensor]:
         state = engine.prefix_state(sub.tokens, sub.attention_mask, sub.last_pos)
         out, z, grad_z, resid, grad_resid = answer_gradients(engine, state, lambda lg: metric(lg, sub).float())
-        if inputs.hook is None:
+        if inputs.per_head:
             return out, _estimate(values, z, grad_z, "last")
         # residual l enters block l, so block l's resid_post is residual l + 1
         at = slice(1, n_layers + 1) if inputs.hook == "resid_post" else slice(0, n_layers)

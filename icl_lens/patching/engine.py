@@ -33,7 +33,31 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from icl_lens.core import forward, hooks
+from icl_lens.core.errors import FastPathMismatchError
 from icl_lens.core.hooks import HookedModel
+
+CONTROL_TOLERANCE = 1e-3
+"""Max |log-prob difference| allowed between an engine's control row and the real forward."""
+
+
+def check_control(
+    reference: Float[Tensor, "batch d_vocab"], control: Float[Tensor, "batch d_vocab"], *, engine: str = "fast engine"
+) -> None:
+    """Raise :class:`FastPathMismatchError` unless ``control`` reproduces ``reference``.
+
+    Both are logits at the answer positions: ``reference`` from the model's own forward,
+    ``control`` from the engine's unpatched row.
+    """
+    a = torch.log_softmax(control.float(), -1)
+    b = torch.log_softmax(reference.float().to(a.device), -1)
+    err = float((a - b).abs().max())
+    if not err <= CONTROL_TOLERANCE:  # NaN fails too
+        raise FastPathMismatchError(
+            f"the {engine} does not reproduce this model's forward pass: its unpatched control row differs "
+            f"by {err:.2e} in log-probability (tolerance {CONTROL_TOLERANCE:g}). Use method='plain' (or "
+            "'auto', which falls back per chunk); see docs/errors/FastPathMismatchError.md.",
+            difference=err,
+        )
 
 
 @dataclasses.dataclass
@@ -43,8 +67,9 @@ class PrefixState:
     keys: list[Float[Tensor, "batch kv_heads pos d_head"]]
     """Per layer: keys after rotary embedding, every column of the prompt."""
     values: list[Float[Tensor, "batch kv_heads pos d_head"]]
-    resid_pre: Float[Tensor, "batch n_layers d_model"]
-    """Residual entering each block, at each prompt's answer position."""
+    resid_pre: Float[Tensor, "batch n_layers_plus_1 d_model"]
+    """Residual entering each block, at each prompt's answer position; the last entry
+    leaves the last block (it enters the final norm)."""
     key_mask: Bool[Tensor, "batch pos"]
     """Columns the answer position attends to, excluding itself."""
     query_position: Int[Tensor, " batch"]
@@ -77,14 +102,62 @@ class Variants:
         return int(self.start_layer.shape[0])
 
 
-class LastPositionEngine:
-    """Runs patched variants of the answer position through the model's own blocks."""
+class BlockEngine:
+    """What every fast engine shares: the model's own modules, and the family-specific
+    pieces of attention (score scaling, rotary embeddings) that the engines compute by hand."""
 
     def __init__(self, model: HookedModel, family: forward.Family) -> None:
         self.model = model
         self.family = family
         self.spec = hooks.spec(model)
         self.blocks = list(model.blocks)
+
+    def last_logits(
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        attention_mask: Int[Tensor, "batch pos"],
+        last_pos: Int[Tensor, " batch"],
+        fwd_hooks: hooks.FwdHooks = (),
+    ) -> Float[Tensor, "batch d_vocab"]:
+        """A forward pass (with ``fwd_hooks``) returning the logits at ``last_pos`` only."""
+        return forward.answer_logits(self.model, tokens, attention_mask, last_pos, fwd_hooks)
+
+    def unembed(self, x: Float[Tensor, "batch rows d_model"]) -> Float[Tensor, "batch rows d_vocab"]:
+        """Final norm and unembedding of residual rows (the model's own modules)."""
+        return forward.unembed(self.model, x, self.family)  # type: ignore[arg-type]
+
+    def scale(self, layer: int, scores: Tensor) -> Tensor:
+        """Attention scores of block ``layer`` from raw ``q . k`` products (scaling, soft-capping)."""
+        inner = self.blocks[layer].attn.original_component
+        if self.family == "native":
+            from transformer_lens.utilities.activation_functions import apply_softcap
+
+            return apply_softcap(scores / inner.scale, inner.attn_scores_soft_cap)
+        return scores * inner.scaling
+
+    def rotate(self, k: Tensor, positions: Tensor) -> Tensor:
+        """Rotary embedding of ``[batch, heads, pos, d_head]`` keys (or queries)."""
+        return self.rotate_pair(k[:, :1], k, positions)[1]
+
+    def rotate_pair(self, q: Tensor, k: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """Rotary embedding of ``[batch, heads, pos, d_head]`` queries and keys."""
+        if self.family == "native":
+            rotary = self.blocks[0].attn.original_component.rotary
+            if rotary is None:
+                return q, k
+            return rotary.apply_rope(q, k, position_ids=positions)
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        cos, sin = self.model.rotary_emb(q, positions)
+        rotary_dim = cos.shape[-1]
+        if rotary_dim < q.shape[-1]:
+            q_rot, k_rot = apply_rotary_pos_emb(q[..., :rotary_dim], k[..., :rotary_dim], cos, sin)
+            return torch.cat([q_rot, q[..., rotary_dim:]], -1), torch.cat([k_rot, k[..., rotary_dim:]], -1)
+        return apply_rotary_pos_emb(q, k, cos, sin)
+
+
+class LastPositionEngine(BlockEngine):
+    """Runs patched variants of the answer position through the model's own blocks."""
 
     # -- the unpatched forward ---------------------------------------------------------
     def prefix_state(
@@ -97,7 +170,7 @@ class LastPositionEngine:
         s = self.spec
         keys: list[Tensor | None] = [None] * s.n_layers
         values: list[Tensor | None] = [None] * s.n_layers
-        resid = [None] * s.n_layers
+        resid = [None] * (s.n_layers + 1)
         device = hooks.device_of(self.model)
         last = last_pos.to(device)
 
@@ -114,12 +187,13 @@ class LastPositionEngine:
                 (hooks.v(l), keep(values, l, False)),
                 (hooks.resid_pre(l), keep(resid, l, True)),
             ]
+        fwd.append((hooks.resid_post(s.n_layers - 1), keep(resid, s.n_layers, True)))
         logits = self.last_logits(tokens, attention_mask, last_pos, fwd)
         mask = attention_mask.to(device).bool()
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
         columns = torch.arange(tokens.shape[1], device=device)
         with torch.no_grad():
-            rotated = [self._rotate(k.transpose(1, 2), positions) for k in keys]  # type: ignore[union-attr]
+            rotated = [self.rotate(k.transpose(1, 2), positions) for k in keys]  # type: ignore[union-attr]
         return PrefixState(
             keys=rotated,
             values=[v.transpose(1, 2).contiguous() for v in values],  # type: ignore[union-attr]
@@ -128,16 +202,6 @@ class LastPositionEngine:
             query_position=hooks.gather_positions(positions, last),
             logits=logits.float(),
         )
-
-    def last_logits(
-        self,
-        tokens: Int[Tensor, "batch pos"],
-        attention_mask: Int[Tensor, "batch pos"],
-        last_pos: Int[Tensor, " batch"],
-        fwd_hooks: hooks.FwdHooks = (),
-    ) -> Float[Tensor, "batch d_vocab"]:
-        """A forward pass (with ``fwd_hooks``) returning the logits at ``last_pos`` only."""
-        return forward.answer_logits(self.model, tokens, attention_mask, last_pos, fwd_hooks)
 
     # -- the patched variants ------------------------------------------------------------
     def run(
@@ -235,13 +299,13 @@ class LastPositionEngine:
         k = attn.k(h).view(n_prompts, n_rows, s.n_kv_heads, s.d_head).transpose(1, 2)
         v = attn.v(h).view(n_prompts, n_rows, s.n_kv_heads, s.d_head).transpose(1, 2)
         positions = state.query_position[:, None].expand(n_prompts, n_rows)
-        q, k = self._rotate_pair(q, k, positions)
+        q, k = self.rotate_pair(q, k, positions)
         group = s.group_size
         # Query head h reads key/value head h // group: split the heads into (kv, group).
         qg = q.reshape(n_prompts, s.n_kv_heads, group * n_rows, s.d_head)
-        prefix_scores = self._scale(layer, qg @ state.keys[layer].transpose(-1, -2))
+        prefix_scores = self.scale(layer, qg @ state.keys[layer].transpose(-1, -2))
         prefix_scores = prefix_scores.masked_fill(~state.key_mask[:, None, None, :], float("-inf"))
-        own = self._scale(layer, (q.view(n_prompts, s.n_kv_heads, group, n_rows, s.d_head) * k[:, :, None]).sum(-1))
+        own = self.scale(layer, (q.view(n_prompts, s.n_kv_heads, group, n_rows, s.d_head) * k[:, :, None]).sum(-1))
         scores = torch.cat([prefix_scores, own.reshape(n_prompts, s.n_kv_heads, group * n_rows, 1)], dim=-1)
         pattern = torch.softmax(scores.float(), dim=-1).to(q.dtype)
         z = pattern[..., :-1] @ state.values[layer]
@@ -260,38 +324,6 @@ class LastPositionEngine:
         if not s.attn_only:
             x = x + block.mlp(block.ln2(x))
         return x
-
-    def unembed(self, x: Float[Tensor, "batch rows d_model"]) -> Float[Tensor, "batch rows d_vocab"]:
-        """Final norm and unembedding of residual rows (the model's own modules)."""
-        return forward.unembed(self.model, x, self.family)  # type: ignore[arg-type]
-
-    # -- family-specific pieces ----------------------------------------------------------
-    def _scale(self, layer: int, scores: Tensor) -> Tensor:
-        inner = self.blocks[layer].attn.original_component
-        if self.family == "native":
-            from transformer_lens.utilities.activation_functions import apply_softcap
-
-            return apply_softcap(scores / inner.scale, inner.attn_scores_soft_cap)
-        return scores * inner.scaling
-
-    def _rotate(self, k: Tensor, positions: Tensor) -> Tensor:
-        return self._rotate_pair(k[:, :1], k, positions)[1]
-
-    def _rotate_pair(self, q: Tensor, k: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """Rotary embedding of ``[batch, heads, pos, d_head]`` queries and keys."""
-        if self.family == "native":
-            rotary = self.blocks[0].attn.original_component.rotary
-            if rotary is None:
-                return q, k
-            return rotary.apply_rope(q, k, position_ids=positions)
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-        cos, sin = self.model.rotary_emb(q, positions)
-        rotary_dim = cos.shape[-1]
-        if rotary_dim < q.shape[-1]:
-            q_rot, k_rot = apply_rotary_pos_emb(q[..., :rotary_dim], k[..., :rotary_dim], cos, sin)
-            return torch.cat([q_rot, q[..., rotary_dim:]], -1), torch.cat([k_rot, k[..., rotary_dim:]], -1)
-        return apply_rotary_pos_emb(q, k, cos, sin)
 
 
 def last_position_engine(model: HookedModel) -> LastPositionEngine | None:

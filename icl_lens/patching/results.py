@@ -80,6 +80,10 @@ class HeadPatchingResult(_PatchingResult):
     title = "Head patching"
     _axes = ("layer", "head", "position")
 
+    hook: str = "z"
+    """The per-head activation patched: ``z`` (head outputs), ``q``, ``k`` or ``v`` (for
+    ``k``/``v`` the head axis counts key/value heads)."""
+
     @property
     def n_layers(self) -> int:
         return int(self.patched.shape[0])
@@ -95,7 +99,10 @@ class HeadPatchingResult(_PatchingResult):
         its largest over positions.
         """
         check_choice(by, RankBy, "by")
-        eff = self.effect if self.effect.ndim == 2 else self.effect.nan_to_num(float("-inf")).amax(-1)
+        eff = self.effect
+        if eff.ndim == 3:  # each head's effect at its best position (NaN where the head was not swept)
+            best = (eff.abs() if by == "abs" else eff).nan_to_num(float("-inf")).argmax(-1, keepdim=True)
+            eff = eff.gather(-1, best).squeeze(-1)
         score = eff.abs() if by == "abs" else eff
         flat = score.nan_to_num(float("-inf")).flatten()
         order = torch.argsort(flat, descending=True)[:k]

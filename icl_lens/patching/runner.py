@@ -18,9 +18,11 @@ the model's real forward (which the engine ran to cache the prefix) to within
 of the model's modules, an architecture detail the family check missed, rounding in low
 precision.
 
-The engine is a parameter of :class:`ChunkRunner`: the last-position engine is the one
-used today; an engine for patches at earlier positions plugs in the same way, runs its own
-control row and checks it with :func:`check_control`.
+The engine is a parameter of :class:`ChunkRunner`: the last-position engine
+(:mod:`icl_lens.patching.engine`) for patches that start at a block boundary of the answer
+position, the position engine (:mod:`icl_lens.patching.position_engine`) for patches at any
+column and any activation; each runs its own control rows and checks them with
+:func:`check_control`.
 """
 
 from __future__ import annotations
@@ -28,47 +30,32 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from icl_lens.core.errors import ConfigError, FastPathMismatchError
-from icl_lens.core.hooks import HookedModel, ResidHook
-from icl_lens.core.options import check_choice
+from icl_lens.core.hooks import HeadHook, HookedModel
+from icl_lens.core.options import check_choice, choices
 from icl_lens.core.progress import progress
-from icl_lens.patching.engine import LastPositionEngine, PrefixState, Variants, last_position_engine
-from icl_lens.patching.options import Method, Positions, ResidPositions
-
-CONTROL_TOLERANCE = 1e-3
-"""Max |log-prob difference| allowed between the control row and the real forward."""
+from icl_lens.patching.engine import (
+    CONTROL_TOLERANCE as CONTROL_TOLERANCE,
+    LastPositionEngine,
+    PrefixState,
+    Variants,
+    check_control as check_control,
+    last_position_engine,
+)
+from icl_lens.patching.options import Method, PatchSite, Positions, ResidPositions
+from icl_lens.patching.position_engine import position_engine
 
 FAST_ROWS = 2048
 """Answer-position rows (prompts x variants) the last-position engine recomputes together."""
 
 E = TypeVar("E")
 T = TypeVar("T")
-
-
-def check_control(
-    reference: Float[Tensor, "batch d_vocab"], control: Float[Tensor, "batch d_vocab"], *, engine: str = "fast engine"
-) -> None:
-    """Raise :class:`FastPathMismatchError` unless ``control`` reproduces ``reference``.
-
-    Both are logits at the answer positions: ``reference`` from the model's own forward,
-    ``control`` from the engine's unpatched row.
-    """
-    a = torch.log_softmax(control.float(), -1)
-    b = torch.log_softmax(reference.float().to(a.device), -1)
-    err = float((a - b).abs().max())
-    if not err <= CONTROL_TOLERANCE:  # NaN fails too
-        raise FastPathMismatchError(
-            f"the {engine} does not reproduce this model's forward pass: its unpatched control row differs "
-            f"by {err:.2e} in log-probability (tolerance {CONTROL_TOLERANCE:g}). Use method='plain' (or "
-            "'auto', which falls back per chunk); see docs/errors/FastPathMismatchError.md.",
-            difference=err,
-        )
 
 
 class ChunkRunner(Generic[E]):
@@ -135,24 +122,28 @@ class ChunkRunner(Generic[E]):
 # the last-position engine with its control row
 # ---------------------------------------------------------------------------------------
 def sweep_runner(
-    model: HookedModel, method: Method, *, positions: str, hook: ResidHook | None = None
-) -> ChunkRunner[LastPositionEngine]:
-    """The runner of a sweep (exact or attribution) over heads (``hook=None``) or a residual stream.
+    model: HookedModel, method: Method, *, positions: str, hook: PatchSite, attribution: bool = False
+) -> ChunkRunner[Any]:
+    """The runner of a sweep (exact or attribution) of the activation ``hook``.
 
-    Checks ``positions`` (and ``hook``); the last-position engine applies to
-    ``positions="last"`` and to every hook but ``resid_mid``, which no block boundary holds.
+    Checks ``positions`` and ``hook``. Exact sweeps run on the last-position engine for
+    ``z`` and ``resid_pre``/``resid_post`` at ``positions="last"`` (it starts each variant
+    at a block boundary of the answer column), and on the position engine
+    (:mod:`icl_lens.patching.position_engine`) for everything else. Attribution's fast
+    gradient engine covers ``positions="last"`` for ``z`` and ``resid_pre``/``resid_post``.
     """
-    if hook is None:
-        check_choice(positions, Positions, "positions")
-        return ChunkRunner(model, method, applies=positions == "last", why_not="it needs positions='last'")
-    check_choice(positions, ResidPositions, "positions")
-    check_choice(hook, ResidHook, "hook")
-    return ChunkRunner(
-        model,
-        method,
-        applies=positions == "last" and hook != "resid_mid",
-        why_not="it needs positions='last' and hook 'resid_pre' or 'resid_post'",
-    )
+    head = hook in choices(HeadHook)
+    check_choice(positions, Positions if head else ResidPositions, "positions")
+    check_choice(hook, PatchSite, "hook")
+    at_boundary = positions == "last" and hook in ("z", "resid_pre", "resid_post")
+    if attribution:
+        return ChunkRunner(
+            model,
+            method,
+            applies=at_boundary,
+            why_not="attribution's fast gradient engine needs positions='last' and hook 'z', 'resid_pre' or 'resid_post'",
+        )
+    return ChunkRunner(model, method, engine=last_position_engine if at_boundary else position_engine)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,11 +20,12 @@ from torch import Tensor
 
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
-from icl_lens.core.hooks import HookedModel, ResidHook
+from icl_lens.core.hooks import HeadHook, HookedModel
 from icl_lens.core.models import model_name
+from icl_lens.core.options import choices
 from icl_lens.patching.activations import activations_and_logits, auto_batch_size
 from icl_lens.patching.metrics import Metric, evaluate_metric, metric_name, resolve_metric
-from icl_lens.patching.options import MetricName
+from icl_lens.patching.options import MetricName, PatchSite
 from icl_lens.patching.results import HeadPatchingResult, ResidPatchingResult
 from icl_lens.prompting.prompts import PromptBatch
 
@@ -35,7 +36,8 @@ Source = PromptBatch | Tensor | Mapping[str, Tensor]
 class SweepInputs:
     """A sweep's target, its source values and its metric, ready for either engine.
 
-    ``hook`` is ``None`` for a sweep over heads (``hook_z``), else the residual stream.
+    ``hook`` is the activation patched: a per-head one (``z``, ``q``, ``k``, ``v``) or a
+    ``d_model``-wide one of a block.
     """
 
     target: PromptBatch
@@ -47,7 +49,12 @@ class SweepInputs:
     metric: Metric
     metric_label: str
     positions: str
-    hook: ResidHook | None
+    hook: PatchSite
+
+    @property
+    def per_head(self) -> bool:
+        """Whether the patched activation has a head axis."""
+        return self.hook in choices(HeadHook)
 
     def rows(self, rows: Tensor) -> Tensor:
         """Source values for a chunk of target rows (a shared source is expanded, not copied)."""
@@ -64,8 +71,8 @@ class SweepInputs:
         what: dict[str, Any] = dict(model=model_name(model), metric=self.metric_label, source=self.description)
         how = dict(positions=self.positions, method=method)
         numbers = dict(patched=patched, baseline=baseline, reference=reference, effect=effect)
-        if self.hook is None:
-            return HeadPatchingResult(**what, **how, **numbers)
+        if self.per_head:
+            return HeadPatchingResult(hook=self.hook, **what, **how, **numbers)
         return ResidPatchingResult(hook=self.hook, **what, **how, **numbers)
 
 
@@ -76,27 +83,28 @@ def sweep_inputs(
     *,
     metric: MetricName | Metric,
     positions: str,
-    hook: ResidHook | None = None,
+    hook: PatchSite = "z",
     show_progress: bool | None = None,
 ) -> SweepInputs:
-    """Read ``source`` for a sweep of ``target`` (heads when ``hook`` is None) and resolve ``metric``."""
+    """Read ``source`` for a sweep of ``target`` patching ``hook`` and resolve ``metric``."""
     if len(target) == 0:
         raise ConfigError("the target batch is empty")
     s = hooks.spec(model)
     full = positions != "last"
-    unit = (s.n_heads, s.d_head) if hook is None else (s.d_model,)
+    per_head = hook in choices(HeadHook)
+    unit = (s.heads_of(hook), s.d_head) if per_head else (s.d_model,)  # type: ignore[arg-type]
     logits = None
     if isinstance(source, PromptBatch):
         values, logits = _batch_values(model, source, target, full, hook, show_progress)
         description = f"batch:{source.kind}"
-    elif isinstance(source, Mapping) and hook is None:
-        values, description = _cache_values(source, s.n_layers, target, full), "cache"
+    elif isinstance(source, Mapping) and per_head:
+        values, description = _cache_values(source, hook, s.n_layers, target, full), "cache"
     elif isinstance(source, Tensor):
         values, description = _tensor_values(source, (s.n_layers, *unit), target, full)
     else:
-        kinds = "a PromptBatch, a cache of hook_z activations, or a tensor of head outputs"
+        kinds = f"a PromptBatch, a cache of hook_{hook} activations, or a tensor of per-head values"
         raise ConfigError(
-            "source must be " + (kinds if hook is None else "a PromptBatch or a tensor of residual-stream vectors")
+            "source must be " + (kinds if per_head else "a PromptBatch or a tensor of residual-stream vectors")
         )
     source_logprobs = None if logits is None else torch.log_softmax(logits, -1)
     return SweepInputs(
@@ -112,7 +120,7 @@ def sweep_inputs(
 
 
 def _batch_values(
-    model: HookedModel, source: PromptBatch, target: PromptBatch, full: bool, hook: ResidHook | None, show: bool | None
+    model: HookedModel, source: PromptBatch, target: PromptBatch, full: bool, hook: PatchSite, show: bool | None
 ) -> tuple[Tensor, Tensor]:
     if len(source) != len(target):
         raise ConfigError(f"source has {len(source)} prompts and target {len(target)}; they are paired row by row.")
@@ -124,26 +132,31 @@ def _batch_values(
     return activations_and_logits(
         model,
         source,
-        "z" if hook is None else hook,
+        hook,
         positions="all" if full else "last",
         batch_size=auto_batch_size(source, None),
         show_progress=show,
     )
 
 
-def _cache_values(cache: Mapping[str, Tensor], n_layers: int, target: PromptBatch, full: bool) -> Tensor:
-    """``hook_z`` of every layer from a cache, as ``[batch, (pos,) n_layers, n_heads, d_head]``."""
-    missing = [hooks.z(l) for l in range(n_layers) if hooks.z(l) not in cache]
+def _cache_values(
+    cache: Mapping[str, Tensor], hook: PatchSite, n_layers: int, target: PromptBatch, full: bool
+) -> Tensor:
+    """``hook`` of every layer from a cache, as ``[batch, (pos,) n_layers, heads, d_head]``."""
+    names = [hooks.head_hook(hook, l) for l in range(n_layers)]  # type: ignore[arg-type]
+    missing = [n for n in names if n not in cache]
     if missing:
         raise ConfigError(
             f"the source cache lacks {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}: a head sweep "
-            f"needs hook_z of all {n_layers} layers. Cache them all, e.g. "
-            "run_with_cache(..., names_filter=lambda n: n.endswith('hook_z'))."
+            f"needs hook_{hook} of all {n_layers} layers. Cache them all, e.g. "
+            f"run_with_cache(..., names_filter=lambda n: n.endswith('hook_{hook}'))."
         )
-    per_layer = [torch.as_tensor(cache[hooks.z(l)]).detach().cpu() for l in range(n_layers)]
-    acts = torch.stack(per_layer, dim=2)  # [batch, pos, n_layers, n_heads, d_head]
+    per_layer = [torch.as_tensor(cache[n]).detach().cpu() for n in names]
+    acts = torch.stack(per_layer, dim=2)  # [batch, pos, n_layers, heads, d_head]
     if acts.shape[:2] != target.tokens.shape:
-        raise ConfigError(f"cached hook_z has shape {tuple(acts.shape[:2])}, the target {tuple(target.tokens.shape)}")
+        raise ConfigError(
+            f"cached hook_{hook} has shape {tuple(acts.shape[:2])}, the target {tuple(target.tokens.shape)}"
+        )
     return acts if full else hooks.gather_positions(acts, target.last_pos)
 
 

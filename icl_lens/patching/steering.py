@@ -22,12 +22,12 @@ from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.hooks import HookedModel
 from icl_lens.core.options import check_choice
+from icl_lens.core.progress import progress
 from icl_lens.patching.activations import resid_activations
 from icl_lens.patching.engine import LastPositionEngine
 from icl_lens.patching.interventions import PositionSelector, add_to_resid, replace_resid
 from icl_lens.patching.options import Method, Operation
 from icl_lens.patching.runner import ChunkRunner, Patches, patched_answer_logits
-from icl_lens.patching.sweeps import resid_sweep
 from icl_lens.prompting.evaluation import next_token_logprobs
 from icl_lens.prompting.prompts import PromptBatch
 
@@ -47,7 +47,7 @@ def layer_sweep(
     model: HookedModel,
     batch: PromptBatch,
     *,
-    vectors: Float[Tensor, "n_layers d_model"],
+    vectors: Float[Tensor, "*batch n_layers d_model"],
     operation: Operation,
     layers: Sequence[int],
     scale: float = 1.0,
@@ -58,27 +58,59 @@ def layer_sweep(
     """Top-1 correctness of every prompt with ``vectors[L]`` put in after block ``L``, per layer.
 
     ``operation="add"`` adds ``scale * vectors[L]``; ``"replace"`` replaces the residual by
-    ``vectors[L]``. Row ``i`` of the result is layer ``layers[i]``.
+    ``vectors[L]``. ``vectors`` is ``[n_layers, d_model]`` (the same for every prompt) or
+    ``[batch, n_layers, d_model]`` (one per prompt, e.g. each prompt's own ICL state). Row
+    ``i`` of the result is layer ``layers[i]``. On the fast engine each prompt runs once: the
+    answer position's residual after block ``L`` comes from that run.
     """
     check_choice(operation, Operation, "operation")
-    if operation == "replace":
-        source = vectors.float()
-    else:
-        source = resid_at_answer(model, batch, batch_size=batch_size) + scale * vectors.float()[None]
-    result = resid_sweep(
-        model,
-        batch,
-        source.to(hooks.device_of(model)),
-        metric="accuracy",
-        positions="last",
-        layers=list(layers),
-        hook="resid_post",
-        batch_size=batch_size,
-        method=method,
-        show_progress=show_progress,
-    )
-    patched = result.patched.float().cpu()
-    return patched[list(layers)] > 0.5
+    n_layers = hooks.spec(model).n_layers
+    layer_list = [int(l) for l in layers]
+    if any(not 0 <= l < n_layers for l in layer_list):
+        raise ConfigError(f"layers must be in [0, {n_layers})")
+    runner: ChunkRunner[LastPositionEngine] = ChunkRunner(model, method)
+    out = torch.zeros(len(layer_list), len(batch), dtype=torch.bool)
+    v = vectors.float()
+    per_prompt = v.dim() == 3
+    if per_prompt and v.shape[0] != len(batch):
+        raise ConfigError(f"got vectors for {v.shape[0]} prompts and {len(batch)} prompts")
+    start = 0
+    for sub in progress(list(batch.batches(batch_size)), desc="layer sweep", enabled=show_progress):
+        rows = slice(start, start + len(sub))
+        start += len(sub)
+        sub_v = v[rows] if per_prompt else v[None]  # [batch or 1, n_layers, d_model]
+
+        def fast(engine: LastPositionEngine, sub: PromptBatch = sub, sub_v: Tensor = sub_v) -> Tensor:
+            with torch.no_grad():
+                state = engine.prefix_state(sub.tokens, sub.attention_mask, sub.last_pos)
+                after = state.resid_pre[:, [l + 1 for l in layer_list]]  # the residual after block l
+                put = _put(after, sub_v[:, layer_list].to(after), operation, scale)
+                patches = Patches(
+                    start=torch.tensor([l + 1 for l in layer_list]),
+                    head=torch.full((len(layer_list),), -1),
+                    init=put,
+                )
+                logits = torch.full((len(sub), len(layer_list), hooks.spec(model).d_vocab), float("nan"))
+                for index, lg in patched_answer_logits(engine, state, patches):
+                    logits[:, index] = lg.cpu()
+            return (logits.argmax(-1) == sub.answer_ids[:, None]).T
+
+        def plain(sub: PromptBatch = sub, sub_v: Tensor = sub_v) -> Tensor:
+            per_layer = [sub_v[:, l] if per_prompt else sub_v[0, l] for l in layer_list]
+            return torch.stack(
+                [
+                    _implanted(model, sub, x, l, operation, scale).argmax(-1) == sub.answer_ids
+                    for x, l in zip(per_layer, layer_list)
+                ]
+            )
+
+        out[:, rows] = runner.run(fast, plain)
+    return out
+
+
+def _put(resid: Tensor, vectors: Tensor, operation: str, scale: float) -> Tensor:
+    """The residual after putting ``vectors`` in: ``resid + scale * v`` or ``v``."""
+    return vectors.expand_as(resid) if operation == "replace" else resid + scale * vectors
 
 
 def implant(
@@ -135,17 +167,14 @@ def baseline_and_implanted_logprobs(
 
     The fast engine runs each prompt once (keeping keys, values and the answer position's
     residual per block) and recomputes only the answer position from block ``layer + 1``
-    on, with the residual after block ``layer`` changed. ``method`` as in every sweep: the
-    fast path does not apply when the vector goes in after the last block; ``"auto"``
-    computes a chunk whose control row disagrees with two full forwards instead.
+    on, with the residual after block ``layer`` changed. ``method`` as in every sweep:
+    ``"auto"`` computes a chunk whose control row disagrees with two full forwards instead.
     """
     check_choice(operation, Operation, "operation")
     n_layers = hooks.spec(model).n_layers
     if not 0 <= layer < n_layers:
         raise ConfigError(f"layer {layer} out of range: the model has {n_layers} layers")
-    runner: ChunkRunner[LastPositionEngine] = ChunkRunner(
-        model, method, applies=layer + 1 < n_layers, why_not="the vector goes in after the last block"
-    )
+    runner: ChunkRunner[LastPositionEngine] = ChunkRunner(model, method)
     base, put = [], []
     for sub, v in _chunks_and_vectors(batch, vector, batch_size):
         b, p = _pair(model, runner, sub, v, layer, operation, scale)
@@ -189,8 +218,7 @@ def _pair(
         with torch.no_grad():
             state = engine.prefix_state(sub.tokens, sub.attention_mask, sub.last_pos)
             resid = state.resid_pre[:, layer + 1]  # the residual after block `layer`, answer position
-            v = vector.to(resid)
-            changed = v.expand_as(resid) if operation == "replace" else resid + scale * v
+            changed = _put(resid, vector.to(resid), operation, scale)
             patches = Patches(start=torch.tensor([layer + 1]), head=torch.tensor([-1]), init=changed[:, None])
             logits = torch.cat([lg for _, lg in patched_answer_logits(engine, state, patches)], dim=1)
         return torch.log_softmax(state.logits.float(), -1).cpu(), torch.log_softmax(logits[:, 0].float(), -1).cpu()

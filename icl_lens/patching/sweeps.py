@@ -4,9 +4,10 @@ Each patched variant (one head, or one layer's residual stream, at some position
 evaluated with a metric per prompt. Two exact paths compute the same numbers:
 
 * ``"plain"``: one full forward per variant (:mod:`icl_lens.patching.plain`);
-* ``"fast"`` (``positions="last"`` only): the prompt runs once and only the answer
-  position is recomputed, from the block where the patch applies
-  (:mod:`icl_lens.patching.engine`).
+* ``"fast"``: the prompt runs once and only what the patch can reach is recomputed: the
+  answer position from the block where the patch applies (:mod:`icl_lens.patching.engine`,
+  head outputs and residual streams at the answer position), or the columns from the
+  patched one on (:mod:`icl_lens.patching.position_engine`, every other case).
 
 ``method="auto"`` takes the fast engine where it applies and the plain one elsewhere,
 chunk by chunk of prompts (:mod:`icl_lens.patching.runner`); the result records which
@@ -19,19 +20,27 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
-from icl_lens.core.hooks import HookedModel, ResidHook
+from icl_lens.core.hooks import BlockHook, HeadHook, HookedModel
 from icl_lens.patching.ablation import normalize_heads
 from icl_lens.patching.activations import auto_batch_size, row_chunks, take_rows
 from icl_lens.patching.engine import LastPositionEngine
 from icl_lens.patching.metrics import Metric, evaluate_metric, metric_for_rows
 from icl_lens.patching.options import Method, MetricName, Positions, ResidPositions
 from icl_lens.patching.plain import Setter, plain_chunk, setter
+from icl_lens.patching.position_engine import (
+    ALL_COLUMNS,
+    ANSWER_COLUMN,
+    PositionEngine,
+    PositionPatches,
+    patched_logits,
+)
 from icl_lens.patching.results import HeadPatchingResult, ResidPatchingResult
 from icl_lens.patching.runner import ChunkRunner, Patches, patched_answer_logits, sweep_runner
 from icl_lens.patching.sources import Source, SweepInputs, sweep_inputs
@@ -44,7 +53,7 @@ class _Variant:
 
     hook: str  # the hook patched (plain path)
     layer: int
-    head: int | None  # None: a residual-stream patch
+    head: int | None  # None: a d_model-wide patch
     column: int | None  # a fixed column (positions="each"); None: last_pos or all columns
     start: int  # fast engine: the block this variant starts entering
 
@@ -66,43 +75,50 @@ def head_sweep(
     metric: MetricName | Metric = "prob",
     positions: Positions = "last",
     heads: Sequence[tuple[int, int]] | None = None,
+    hook: HeadHook = "z",
     batch_size: int | None = None,
     method: Method = "auto",
     show_progress: bool | None = None,
 ) -> HeadPatchingResult:
-    """Patch each head's output (``hook_z``) alone from ``source`` into ``target``.
+    """Patch one head's activation (``hook_z`` by default) alone from ``source`` into ``target``.
 
     Args:
         target: the prompts that are run (e.g. corrupted prompts, for denoising).
         source: where the patched values come from: a :class:`PromptBatch` paired row by
-            row with ``target`` (its ``hook_z`` is cached; same token shape for
-            ``positions="each"``/``"all"``), a tensor ``[n_layers, n_heads, d_head]`` (the
+            row with ``target`` (its activations are cached; same token shape for
+            ``positions="each"``/``"all"``), a tensor ``[n_layers, heads, d_head]`` (the
             same vector for every prompt, e.g. a mean over prompts: function-vector AIE)
-            or ``[batch, n_layers, n_heads, d_head]`` (or per position,
-            ``[batch, pos, ...]``), or a cache mapping ``hooks.z(l)`` to ``[batch, pos,
-            n_heads, d_head]``.
+            or ``[batch, n_layers, heads, d_head]`` (or per position,
+            ``[batch, pos, ...]``), or a cache mapping the hook names (``hooks.z(l)``, ...)
+            to ``[batch, pos, heads, d_head]``.
         metric: a callable ``(logits [batch, d_vocab], batch) -> [batch]`` or a name:
             ``"prob"``, ``"logprob"``, ``"accuracy"``, ``"logit_diff"``, ``"kl"``.
         positions: ``"last"`` (each prompt's ``last_pos``), ``"each"`` (every column,
             one at a time) or ``"all"`` (every column at once).
         heads: ``(layer, head)`` pairs to sweep (default: all).
+        hook: ``"z"`` (a head's output before ``W_O``), ``"q"`` (its query), ``"k"`` or
+            ``"v"`` (a key or value head: ``n_kv_heads`` of them under grouped-query
+            attention, and ``heads`` then counts key/value heads). Queries and keys are
+            patched before the rotary embedding, as the hooks hold them.
         batch_size: prompts per chunk (default: as many as fit ~1k tokens).
-        method: ``"auto"``, ``"fast"`` (last position only) or ``"plain"``; see
-            :mod:`icl_lens.patching.runner`.
+        method: ``"auto"``, ``"fast"`` or ``"plain"``; see :mod:`icl_lens.patching.runner`.
     """
     s = hooks.spec(model)
-    runner = sweep_runner(model, method, positions=positions)
+    runner = sweep_runner(model, method, positions=positions, hook=hook)
+    n_heads = s.heads_of(hook)
     head_list = (
-        [(l, h) for l in range(s.n_layers) for h in range(s.n_heads)]
+        [(l, h) for l in range(s.n_layers) for h in range(n_heads)]
         if heads is None
-        else normalize_heads(model, heads)
+        else normalize_heads(model, heads, n_heads=n_heads)
     )
     if heads is not None and len(head_list) != len(heads):
         raise ConfigError("heads has duplicates")
-    inputs = sweep_inputs(model, target, source, metric=metric, positions=positions, show_progress=show_progress)
+    inputs = sweep_inputs(
+        model, target, source, metric=metric, positions=positions, hook=hook, show_progress=show_progress
+    )
     columns: Sequence[int | None] = range(target.tokens.shape[1]) if positions == "each" else [None]
-    variants = [_Variant(hooks.z(l), l, h, t, l) for l, h in head_list for t in columns]
-    grid_shape = (s.n_layers, s.n_heads) + ((target.tokens.shape[1],) if positions == "each" else ())
+    variants = [_Variant(hooks.head_hook(hook, l), l, h, t, l) for l, h in head_list for t in columns]
+    grid_shape = (s.n_layers, n_heads) + ((target.tokens.shape[1],) if positions == "each" else ())
     return _sweep(model, inputs, variants, grid_shape, runner, batch_size, show_progress)  # type: ignore[return-value]
 
 
@@ -114,31 +130,34 @@ def resid_sweep(
     metric: MetricName | Metric = "prob",
     positions: ResidPositions = "last",
     layers: Sequence[int] | None = None,
-    hook: ResidHook = "resid_pre",
+    hook: BlockHook = "resid_pre",
     batch_size: int | None = None,
     method: Method = "auto",
     show_progress: bool | None = None,
 ) -> ResidPatchingResult:
-    """Patch one layer's residual stream (``hook``) from ``source`` into ``target``.
+    """Patch one layer's residual stream (or what its attention or MLP adds to it) from ``source``.
 
     ``source`` is a :class:`PromptBatch` paired with ``target``, or a tensor
     ``[n_layers, d_model]`` / ``[batch, n_layers, d_model]`` (or per position for
     ``positions="each"``: ``[batch, pos, n_layers, d_model]``). ``positions`` is ``"last"``
-    (each prompt's ``last_pos``) or ``"each"`` (every column, one at a time). ``hook`` is
-    ``"resid_pre"``, ``"resid_mid"`` or ``"resid_post"``. Other arguments as in
-    :func:`head_sweep`.
+    (each prompt's ``last_pos``) or ``"each"`` (every column, one at a time: the layer x
+    position map of causal tracing). ``hook`` is ``"resid_pre"``, ``"resid_mid"``,
+    ``"resid_post"``, ``"attn_out"`` (the attention layer's output) or ``"mlp_out"``.
+    Other arguments as in :func:`head_sweep`.
     """
     s = hooks.spec(model)
     runner = sweep_runner(model, method, positions=positions, hook=hook)
     layer_list = list(range(s.n_layers)) if layers is None else [int(l) for l in layers]
     if any(not 0 <= l < s.n_layers for l in layer_list) or len(set(layer_list)) != len(layer_list):
         raise ConfigError(f"layers must be distinct layer indices in [0, {s.n_layers})")
+    if hook in ("resid_mid", "mlp_out") and s.attn_only:
+        raise ConfigError(f"hook={hook!r} needs a model with MLPs; this one is attention-only")
     inputs = sweep_inputs(
         model, target, source, metric=metric, positions=positions, hook=hook, show_progress=show_progress
     )
     offset = 1 if hook == "resid_post" else 0
     columns: Sequence[int | None] = range(target.tokens.shape[1]) if positions == "each" else [None]
-    variants = [_Variant(hooks.resid(hook, l), l, None, t, l + offset) for l in layer_list for t in columns]
+    variants = [_Variant(hooks.block_hook(hook, l), l, None, t, l + offset) for l in layer_list for t in columns]
     grid_shape = (s.n_layers,) + ((target.tokens.shape[1],) if positions == "each" else ())
     return _sweep(model, inputs, variants, grid_shape, runner, batch_size, show_progress)  # type: ignore[return-value]
 
@@ -148,7 +167,7 @@ def _sweep(
     inputs: SweepInputs,
     variants: Sequence[_Variant],
     grid_shape: tuple[int, ...],
-    runner: ChunkRunner[LastPositionEngine],
+    runner: ChunkRunner[Any],
     batch_size: int | None,
     show_progress: bool | None,
 ) -> HeadPatchingResult | ResidPatchingResult:
@@ -169,7 +188,7 @@ def _chunk(
     model: HookedModel,
     inputs: SweepInputs,
     variants: Sequence[_Variant],
-    runner: ChunkRunner[LastPositionEngine],
+    runner: ChunkRunner[Any],
     rows: Tensor,
     show_progress: bool | None,
 ) -> tuple[Tensor, Tensor]:
@@ -178,7 +197,9 @@ def _chunk(
     metric = metric_for_rows(inputs.metric, rows, len(inputs.target))
     values = inputs.rows(rows)
 
-    def fast(engine: LastPositionEngine) -> tuple[Tensor, Tensor]:
+    def fast(engine: LastPositionEngine | PositionEngine) -> tuple[Tensor, Tensor]:
+        if isinstance(engine, PositionEngine):
+            return _position_chunk(engine, sub, metric, _position_patches(inputs, variants, values), show_progress)
         return _fast_chunk(engine, sub, metric, _patches(variants, values), show_progress)
 
     def plain() -> tuple[Tensor, Tensor]:
@@ -216,6 +237,30 @@ def _fast_chunk(
     state = engine.prefix_state(sub.tokens, sub.attention_mask, sub.last_pos)
     out = torch.full((len(patches.start), len(sub)), float("nan"))
     for index, logits in patched_answer_logits(engine, state, patches, show_progress=show_progress):
+        for j, k in enumerate(index.tolist()):
+            out[k] = evaluate_metric(metric, logits[:, j], sub)
+    return evaluate_metric(metric, state.logits, sub), out
+
+
+def _position_patches(inputs: SweepInputs, variants: Sequence[_Variant], values: Tensor) -> PositionPatches:
+    """The position engine's patches; ``values`` is ``[batch, (1|pos,) n_layers, *unit]``."""
+    every = ALL_COLUMNS if inputs.positions == "all" else ANSWER_COLUMN
+    return PositionPatches(
+        site=inputs.hook,
+        layer=torch.tensor([v.layer for v in variants], dtype=torch.long),
+        head=torch.tensor([-1 if v.head is None else v.head for v in variants], dtype=torch.long),
+        column=torch.tensor([every if v.column is None else v.column for v in variants], dtype=torch.long),
+        source=values[:, None] if inputs.positions == "last" else values,
+    )
+
+
+def _position_chunk(
+    engine: PositionEngine, sub: PromptBatch, metric: Metric, patches: PositionPatches, show_progress: bool | None
+) -> tuple[Tensor, Tensor]:
+    """Baseline ``[batch]`` and patched ``[variant, batch]`` metric values of one chunk, position engine."""
+    state = engine.prompt_state(sub.tokens, sub.attention_mask, sub.last_pos, patches.site)
+    out = torch.full((len(patches.layer), len(sub)), float("nan"))
+    for index, logits in patched_logits(engine, state, patches, show_progress=show_progress):
         for j, k in enumerate(index.tolist()):
             out[k] = evaluate_metric(metric, logits[:, j], sub)
     return evaluate_metric(metric, state.logits, sub), out

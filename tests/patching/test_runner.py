@@ -166,16 +166,17 @@ def test_method_fast_where_the_engine_does_not_apply(model, tiny):
     target, source = prompts(model)
     with pytest.raises(ConfigError, match="positions='last'"):
         attribution_head_sweep(model, target, source, positions="each", method="fast")
-    with pytest.raises(ConfigError, match="after the last block"):
-        baseline_and_implanted_logprobs(model, target, vector=torch.zeros(64), layer=2, operation="add", method="fast")
     with pytest.raises(ConfigError, match="method must be one of 'auto', 'fast', 'plain'"):
         head_sweep(model, target, source, method="quick")
-    # 'auto' takes the plain path there, without a warning.
-    last_layer, warned = run_auto(
-        lambda: baseline_and_implanted_logprobs(model, target, vector=torch.zeros(64), layer=2, operation="add")
-    )
+    # After the last block the position engine steers too (it once refused): fast equals plain.
+    vector = torch.randn(64, generator=torch.Generator().manual_seed(1))
+    kw = dict(vector=vector, layer=2, operation="add", scale=3.0)
+    (base, put), warned = run_auto(lambda: baseline_and_implanted_logprobs(model, target, method="fast", **kw))
     assert not warned
-    torch.testing.assert_close(last_layer[0], last_layer[1], atol=1e-6, rtol=0)  # a zero vector changes nothing
+    plain_base, plain_put = baseline_and_implanted_logprobs(model, target, method="plain", **kw)
+    torch.testing.assert_close(base, plain_base, atol=2e-5, rtol=0)
+    torch.testing.assert_close(put, plain_put, atol=2e-5, rtol=0)
+    assert float((put - base).abs().max()) > 1e-2
 
 
 def test_runner_reports_the_paths_that_ran(model):

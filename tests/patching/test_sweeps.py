@@ -138,11 +138,18 @@ def test_each_and_all_positions_match_plain_loop(request, fixture, positions):
     clean, shuffled = prompts(model, "left")
     heads = some_heads(model, 3) if positions == "each" else some_heads(model)
     expected, base = reference_heads(model, shuffled, clean, positions, heads)
-    for batch_size in (1, None):
+    for method, batch_size in (("fast", 1), ("fast", None), ("plain", 2)):
         r = head_sweep(
-            model, shuffled, clean, metric="logprob", positions=positions, heads=heads, batch_size=batch_size
+            model,
+            shuffled,
+            clean,
+            metric="logprob",
+            positions=positions,
+            heads=heads,
+            batch_size=batch_size,
+            method=method,
         )
-        assert r.method == "plain" and r.positions == positions
+        assert r.method == method and r.positions == positions
         torch.testing.assert_close(r.patched, expected, atol=2e-5, rtol=0, equal_nan=True)
         torch.testing.assert_close(r.baseline, base, atol=2e-5, rtol=0)
     if positions == "each":
@@ -361,7 +368,7 @@ def test_resid_sweep_vector_sources_and_mid(tiny_gqa):
     b = resid_sweep(tiny_gqa, shuffled, clean, metric="logprob")
     torch.testing.assert_close(a.patched, b.patched, atol=1e-6, rtol=0)
     mid = resid_sweep(tiny_gqa, shuffled, clean, metric="logprob", hook="resid_mid")
-    assert mid.method == "plain"
+    assert mid.method == "fast"
     expected = reference_resid(tiny_gqa, shuffled, clean, "resid_mid", "last")
     torch.testing.assert_close(mid.patched, expected, atol=2e-5, rtol=0)
     one = resid_sweep(tiny_gqa, shuffled, acts.mean(0), metric="logprob", layers=[1])
