@@ -97,6 +97,8 @@ if TYPE_CHECKING:
         ResidPatchingResult as ResidPatchingResult,
     )
     from icl_lens.patching.sweeps import head_sweep as head_sweep, resid_sweep as resid_sweep
+    from icl_lens.patching.tracing import CausalTraceConfig as CausalTraceConfig, causal_trace as causal_trace
+    from icl_lens.patching.tracing_result import CausalTraceResult as CausalTraceResult
 
     # isort: split
     # induction: detectors, the ICL score, induction-consistent tokens, toy models and the phase change
@@ -238,6 +240,8 @@ __getattr__, __dir__ = lazy_exports(__name__, __file__)
 
 __all__ = [
     "AblationCheckConfig",
+    "CausalTraceConfig",
+    "CausalTraceResult",
     "ClassicExperimentResult",
     "Config",
     "ConfigError",
@@ -327,6 +331,7 @@ __all__ = [
     "attribution_head_sweep",
     "attribution_resid_sweep",
     "build_prompts",
+    "causal_trace",
     "char_tokenizer",
     "check_vectors",
     "classic_phase_change_experiment",
