@@ -19,7 +19,7 @@ import shutil
 import string
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -242,16 +242,26 @@ def char_tokenizer(alphabet: str = DEFAULT_ALPHABET) -> Any:
     Ids 0, 1, 2 are ``<bos>``, ``<pad>``, ``<unk>``; then the alphabet in order. BOS is
     prepended by default, as for SmolLM2, so the string APIs behave the same on tiny models.
     """
+    if len(set(alphabet)) != len(alphabet):
+        raise ValueError("alphabet has repeated characters")
+    return word_level_tokenizer(alphabet, r"[\s\S]", "icl_lens-char")
+
+
+def word_level_tokenizer(pieces: Sequence[str], split: str, name: str) -> Any:
+    """A HuggingFace tokenizer with one token per piece (ids 0, 1, 2: ``<bos>``, ``<pad>``, ``<unk>``).
+
+    A text is split by the regular expression ``split``; each piece is looked up whole,
+    anything unknown is ``<unk>``. BOS is prepended, as for SmolLM2. ``name`` is what
+    TransformerLens sees as the tokenizer's name.
+    """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    if len(set(alphabet)) != len(alphabet):
-        raise ValueError("alphabet has repeated characters")
     vocab = {"<bos>": 0, "<pad>": 1, "<unk>": 2}
-    for ch in alphabet:
-        vocab[ch] = len(vocab)
+    for piece in pieces:
+        vocab[piece] = len(vocab)
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex(split), behavior="isolated")
     tk.decoder = decoders.Fuse()
     tk.post_processor = processors.TemplateProcessing(
         single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", 0)]
@@ -265,7 +275,7 @@ def char_tokenizer(alphabet: str = DEFAULT_ALPHABET) -> Any:
         add_bos_token=True,
     )
     # TransformerLens reloads tokenizers by name unless it sees these set.
-    hf.init_kwargs["name_or_path"] = "icl_lens-char"
+    hf.init_kwargs["name_or_path"] = name
     hf.init_kwargs["add_bos_token"] = True
     return hf
 

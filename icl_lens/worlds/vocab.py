@@ -26,29 +26,8 @@ def word_tokenizer(words: Sequence[str], name: str = "icl_lens-world") -> Any:
     and single whitespace characters; each piece is looked up whole, anything unknown is
     ``<unk>``. BOS is prepended, as for SmolLM2.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from icl_lens.core.models import word_level_tokenizer
 
     if len(set(words)) != len(words):
         raise ValueError("words has repeated entries")
-    vocab = {w: i for i, w in enumerate(SPECIAL)}
-    for w in words:
-        vocab[w] = len(vocab)
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Split(Regex(r" ?[^\s]+|\s"), behavior="isolated")
-    tk.decoder = decoders.Fuse()
-    tk.post_processor = processors.TemplateProcessing(
-        single="<bos> $A", pair="<bos> $A <bos> $B", special_tokens=[("<bos>", 0)]
-    )
-    hf = PreTrainedTokenizerFast(
-        tokenizer_object=tk,
-        bos_token="<bos>",
-        pad_token="<pad>",
-        unk_token="<unk>",
-        eos_token="<pad>",
-        add_bos_token=True,
-    )
-    # TransformerLens reloads tokenizers by name unless it sees these set.
-    hf.init_kwargs["name_or_path"] = name
-    hf.init_kwargs["add_bos_token"] = True
-    return hf
+    return word_level_tokenizer(words, r" ?[^\s]+|\s", name)
