@@ -125,6 +125,62 @@ def train_with_checkpoints(
         write_json(run_dir / COMPLETE, {"n_steps": n_steps, "seconds_last_session": time.perf_counter() - started})
 
 
+def train_run(
+    run_dir: Path,
+    config: Any,
+    run_format: str,
+    build_model: Callable[[], torch.nn.Module],
+    step_loss: StepLoss,
+    *,
+    lr_factor: Callable[[int], float] | None = None,
+    resume: bool = True,
+    stop_after: int | None = None,
+    show_progress: bool | None = None,
+    desc: str = "training",
+) -> bool:
+    """Prepare ``run_dir`` for ``config`` and train a model from ``build_model()`` unless the run is complete.
+
+    ``config`` supplies ``n_steps``, ``lr``, ``weight_decay``, ``seed`` and
+    ``checkpoint_every``; the rest is as in :func:`train_with_checkpoints`. Returns
+    whether it trained (``False``: a finished run was found and ``resume`` was true).
+    """
+    prepare_run_directory(run_dir, config, run_format)
+    if resume and is_complete(run_dir):
+        return False
+    train_with_checkpoints(
+        run_dir,
+        build_model(),
+        step_loss,
+        n_steps=config.n_steps,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+        checkpoint_every=config.checkpoint_every,
+        lr_factor=lr_factor,
+        resume=resume,
+        stop_after=stop_after,
+        show_progress=show_progress,
+        desc=desc,
+    )
+    return True
+
+
+class LossCurve:
+    """For a run's result with a per-step ``train_loss``: its table and its final loss."""
+
+    train_loss: Tensor
+
+    def final_loss(self, last: int = 100) -> float:
+        """Mean training loss over the last ``last`` steps (NaN before the first step)."""
+        return float(self.train_loss[-last:].mean()) if len(self.train_loss) else float("nan")
+
+    def to_dataframe(self) -> Any:
+        """One row per training step: ``step``, ``train_loss``."""
+        import pandas as pd
+
+        return pd.DataFrame({"step": range(1, len(self.train_loss) + 1), "train_loss": self.train_loss.numpy()})
+
+
 def read_run(run_dir: Path, config_cls: type[C], hint: str) -> tuple[C, tuple[int, ...], Tensor]:
     """``(config, checkpoint steps, training loss per update)`` of a run directory.
 

@@ -184,22 +184,16 @@ def train_toy_model(
     """
     config = ToyConfig.resolve(config, overrides)
     run_dir = Path(directory) if directory is not None else default_run_directory(config)
-    training.prepare_run_directory(run_dir, config, "icl_lens.toy_run")
-    if resume and training.is_complete(run_dir):
-        return load_toy_run(run_dir)
 
     def step_loss(model: HookedModel, generator: torch.Generator) -> Tensor:
         return sequence_loss(model, toy_batch(config, config.batch_size, generator))
 
-    training.train_with_checkpoints(
+    training.train_run(
         run_dir,
-        build_toy_model(config),
+        config,
+        "icl_lens.toy_run",
+        lambda: build_toy_model(config),
         step_loss,
-        n_steps=config.n_steps,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        seed=config.seed,
-        checkpoint_every=config.checkpoint_every,
         resume=resume,
         stop_after=stop_after,
         show_progress=show_progress,

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 @dataclasses.dataclass(frozen=True)
-class ToyRun(Result):
+class ToyRun(training.LossCurve, Result):
     """A finished toy training run: its config, where its checkpoints are, its loss curve.
 
     ``train_loss[s]`` is the training loss of update ``s + 1``. Load a checkpoint with
@@ -52,16 +52,10 @@ class ToyRun(Result):
         return training.load_weights(model, self.checkpoint_path(step))
 
     def summary(self) -> str:
-        tail = self.train_loss[-100:].mean() if len(self.train_loss) else float("nan")
         return (
             f"{self.config.n_layers}-layer {'attention-only ' if self.config.attn_only else ''}toy, "
-            f"{self.config.n_steps} steps, {len(self.checkpoint_steps)} checkpoints, final train loss {float(tail):.3f}"
+            f"{self.config.n_steps} steps, {len(self.checkpoint_steps)} checkpoints, final train loss {self.final_loss():.3f}"
         )
-
-    def to_dataframe(self) -> Any:
-        import pandas as pd
-
-        return pd.DataFrame({"step": range(1, len(self.train_loss) + 1), "train_loss": self.train_loss.numpy()})
 
     def _plot(self, ax: Any) -> None:
         ax.plot(range(1, len(self.train_loss) + 1), self.train_loss.numpy(), color="0.7", lw=0.5, label="per step")

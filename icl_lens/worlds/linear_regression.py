@@ -168,7 +168,7 @@ def regression_loss(model: SelfAttentionRegressor, batch: RegressionBatch) -> Fl
 # training
 # ---------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
-class LinearRegressionRun(Result):
+class LinearRegressionRun(training.LossCurve, Result):
     """A trained in-context regression model: its config, weights and loss curve.
 
     The weights are fields (a few hundred numbers), so the run saves and loads as any
@@ -194,16 +194,10 @@ class LinearRegressionRun(Result):
     def summary(self) -> str:
         c = self.config
         kind = "softmax" if c.softmax else "linear"
-        tail = float(self.train_loss[-100:].mean()) if len(self.train_loss) else float("nan")
         return (
             f"{c.n_layers}-layer {kind} self-attention, d = {c.d}, N = {c.n_points}: {len(self.train_loss)} steps, "
-            f"final train loss {tail:.4f}"
+            f"final train loss {self.final_loss():.4f}"
         )
-
-    def to_dataframe(self) -> Any:
-        import pandas as pd
-
-        return pd.DataFrame({"step": range(1, len(self.train_loss) + 1), "train_loss": self.train_loss.numpy()})
 
     def _plot(self, ax: Any) -> None:
         ax.plot(range(1, len(self.train_loss) + 1), self.train_loss.numpy(), lw=0.8)
@@ -233,28 +227,24 @@ def train_linear_regression_toy(
 
     config = LinearRegressionConfig.resolve(config, overrides)
     run_dir = Path(directory) if directory is not None else cache_dir() / "world_runs" / f"lr-{config.fingerprint()}"
-    training.prepare_run_directory(run_dir, config, RUN_FORMAT)
-    if not (resume and training.is_complete(run_dir)):
 
-        def step_loss(model: Any, generator: torch.Generator) -> Tensor:
-            return regression_loss(model, regression_batch(config, config.batch_size, generator))
+    def step_loss(model: Any, generator: torch.Generator) -> Tensor:
+        return regression_loss(model, regression_batch(config, config.batch_size, generator))
 
-        training.train_with_checkpoints(
-            run_dir,
-            SelfAttentionRegressor(config),
-            step_loss,
-            n_steps=config.n_steps,
-            lr=config.lr,
-            weight_decay=config.weight_decay,
-            seed=config.seed,
-            checkpoint_every=config.checkpoint_every,
-            lr_factor=(lambda step: 0.5 * (1 + math.cos(math.pi * (step - 1) / config.n_steps)))
-            if config.cosine_decay
-            else None,
-            resume=resume,
-            show_progress=show_progress,
-            desc="training linear regression",
-        )
+    def cosine(step: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * (step - 1) / config.n_steps))
+
+    training.train_run(
+        run_dir,
+        config,
+        RUN_FORMAT,
+        lambda: SelfAttentionRegressor(config),
+        step_loss,
+        lr_factor=cosine if config.cosine_decay else None,
+        resume=resume,
+        show_progress=show_progress,
+        desc="training linear regression",
+    )
     return load_linear_regression_run(run_dir)
 
 

@@ -71,7 +71,7 @@ def default_run_directory(config: TaskToyConfig) -> Path:
 
 
 @dataclasses.dataclass(frozen=True)
-class TaskToyRun(Result):
+class TaskToyRun(training.LossCurve, Result):
     """A transformer trained on a task world: its config, checkpoints and loss curve.
 
     ``run.model`` is the last checkpoint (loaded once, in eval mode, frozen), with the
@@ -120,18 +120,12 @@ class TaskToyRun(Result):
 
     def summary(self) -> str:
         c = self.config
-        tail = float(self.train_loss[-100:].mean()) if len(self.train_loss) else float("nan")
         tvp = "natural" if c.tvp_layer is None else f"TVP-loss at layer {c.tvp_layer} (x{c.tvp_weight:g})"
         took = "" if self.seconds is None else f", trained in {self.seconds:.0f} s"
         return (
             f"{c.world} world ({len(self.tasks)} tasks, {c.n_inputs} inputs), {c.n_layers}-layer model, {tvp}; "
-            f"{len(self.train_loss)} steps, final train loss {tail:.3f}{took}"
+            f"{len(self.train_loss)} steps, final train loss {self.final_loss():.3f}{took}"
         )
-
-    def to_dataframe(self) -> Any:
-        import pandas as pd
-
-        return pd.DataFrame({"step": range(1, len(self.train_loss) + 1), "train_loss": self.train_loss.numpy()})
 
     def _plot(self, ax: Any) -> None:
         from icl_lens.induction.toy import moving_average
@@ -168,28 +162,24 @@ def train_task_toy(
 
     config = TaskToyConfig.resolve(config, overrides)
     run_dir = Path(directory) if directory is not None else default_run_directory(config)
-    training.prepare_run_directory(run_dir, config, RUN_FORMAT)
-    if resume and training.is_complete(run_dir):
-        return load_task_run(run_dir)
 
     def step_loss(model: Any, generator: torch.Generator) -> Tensor:
         return world_loss(model, config, world_batch(config, config.batch_size, generator))
 
     started = time.perf_counter()
-    training.train_with_checkpoints(
+    trained = training.train_run(
         run_dir,
-        build_task_model(config),
+        config,
+        RUN_FORMAT,
+        lambda: build_task_model(config),
         step_loss,
-        n_steps=config.n_steps,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        seed=config.seed,
-        checkpoint_every=config.checkpoint_every,
         resume=resume,
         stop_after=stop_after,
         show_progress=show_progress,
         desc=f"training {config.world} world",
     )
+    if not trained:
+        return load_task_run(run_dir)
     seconds = time.perf_counter() - started
     return dataclasses.replace(load_task_run(run_dir), seconds=seconds)
 
