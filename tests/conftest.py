@@ -11,6 +11,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+# beartype (the run-time shape checks) must be imported before nnsight (tests/crosscheck):
+# once nnsight has patched Python's method objects, beartype's import fails.
+import beartype  # noqa: F401
 import pytest
 import torch
 
@@ -61,14 +64,13 @@ def word_task():
     return il.Task(name="next_char", pairs=tuple((c, chr(ord(c) + 1)) for c in letters))
 
 
-@pytest.fixture(scope="session")
-def tiny_hf_dir(tmp_path_factory):
-    """A random 2-layer Llama (GQA) saved as a Hugging Face directory with the character tokenizer,
-    so that load_model's boot_transformers path (device_map, dtype, ...) runs without a download."""
+def write_tiny_llama(path, **overrides):
+    """A random 2-layer Llama (GQA: 4 query, 2 key/value heads) with the character tokenizer,
+    saved as a Hugging Face directory at ``path``; ``overrides`` replace LlamaConfig fields."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = il.char_tokenizer()
-    cfg = LlamaConfig(
+    fields = dict(
         vocab_size=len(tok),
         hidden_size=64,
         intermediate_size=128,
@@ -81,10 +83,22 @@ def tiny_hf_dir(tmp_path_factory):
         pad_token_id=1,
     )
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny_llama")
-    LlamaForCausalLM(cfg).save_pretrained(path)
+    LlamaForCausalLM(LlamaConfig(**{**fields, **overrides})).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    """``tiny_llama(path, **overrides)``: write a random tiny Llama directory (see ``write_tiny_llama``)."""
+    return write_tiny_llama
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tmp_path_factory):
+    """A random tiny Llama saved as a Hugging Face directory, so that load_model's
+    boot_transformers path (device_map, dtype, ...) runs without a download."""
+    return write_tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
 
 
 # ---------------------------------------------------------------------------------------
