@@ -19,14 +19,14 @@ checkpoints of a toy run, across the phase change).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from icl_lens.core.errors import ConfigError
-from icl_lens.core.stats import PairedComparison, compare_paired
+from icl_lens.core.stats import PairedComparison, compare_paired, proportion_interval
 
 TokenClass = Literal["reference", "consistent", "inconsistent"]
 TOKEN_CLASSES: tuple[str, ...] = ("reference", "consistent", "inconsistent")
@@ -58,6 +58,19 @@ def classify_tokens(tokens: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"
             # The bigram ending at p becomes visible only to later tokens.
             followers.setdefault(row[p - 1], set()).add(row[p])
     return out
+
+
+def class_counts(classes: Int[Tensor, "unit pos"]) -> Any:
+    """Tokens in each class, with the share of all classified tokens and its Wilson interval."""
+    import pandas as pd
+
+    total = int((classes >= 0).sum())
+    rows = []
+    for code, name in enumerate(TOKEN_CLASSES):
+        n = int((classes == code).sum())
+        low, high = proportion_interval(n, total)
+        rows.append(dict(token_class=name, n_tokens=n, share=n / total, ci_low=low, ci_high=high))
+    return pd.DataFrame(rows)
 
 
 def class_means(loss: Float[Tensor, "unit pos"], classes: Int[Tensor, "unit pos"]) -> Float[Tensor, "unit n_classes"]:

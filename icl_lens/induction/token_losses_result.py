@@ -10,8 +10,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from icl_lens.core.results import Result
-from icl_lens.core.stats import PairedComparison, format_p, mean_interval, proportion_interval
-from icl_lens.induction.token_classes import CLASS_COLORS, TOKEN_CLASSES, class_means, paired_over_units
+from icl_lens.core.stats import PairedComparison, format_p, mean_interval
+from icl_lens.induction.token_classes import CLASS_COLORS, TOKEN_CLASSES, class_counts, class_means, paired_over_units
 
 if TYPE_CHECKING:
     from icl_lens.induction.token_losses import InductionTokenConfig
@@ -63,15 +63,7 @@ class InductionTokenLossResult(Result):
 
     def counts(self) -> Any:
         """Tokens in each class, with the share of all classified tokens and its Wilson interval."""
-        import pandas as pd
-
-        total = int((self.classes >= 0).sum())
-        rows = []
-        for code, name in enumerate(TOKEN_CLASSES):
-            n = int((self.classes == code).sum())
-            low, high = proportion_interval(n, total)
-            rows.append(dict(token_class=name, n_tokens=n, share=n / total, ci_low=low, ci_high=high))
-        return pd.DataFrame(rows)
+        return class_counts(self.classes)
 
     def class_table(self) -> Any:
         """Mean loss of each class under each condition: the mean over contexts of each

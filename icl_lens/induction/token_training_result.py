@@ -10,9 +10,16 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from icl_lens.core.results import Result
-from icl_lens.core.stats import PairedComparison, mean_interval, proportion_interval
+from icl_lens.core.stats import PairedComparison, mean_interval
 from icl_lens.induction.icl_score import bin_centres, log_derivative, log_position_bins
-from icl_lens.induction.token_classes import CLASS_COLORS, CONSISTENT, INCONSISTENT, TOKEN_CLASSES, paired_over_units
+from icl_lens.induction.token_classes import (
+    CLASS_COLORS,
+    CONSISTENT,
+    INCONSISTENT,
+    TOKEN_CLASSES,
+    class_counts,
+    paired_over_units,
+)
 from icl_lens.induction.toy import ToyConfig
 
 if TYPE_CHECKING:
@@ -63,15 +70,7 @@ class TokenTrainingResult(Result):
 
     def counts(self) -> Any:
         """Tokens of the evaluation set in each class, with the share's Wilson interval."""
-        import pandas as pd
-
-        total = int((self.classes >= 0).sum())
-        rows = []
-        for code, name in enumerate(TOKEN_CLASSES):
-            n = int((self.classes == code).sum())
-            low, high = proportion_interval(n, total)
-            rows.append(dict(token_class=name, n_tokens=n, share=n / total, ci_low=low, ci_high=high))
-        return pd.DataFrame(rows)
+        return class_counts(self.classes)
 
     def to_dataframe(self) -> Any:
         """One row per checkpoint and class: loss with a bootstrap interval over sequences."""
