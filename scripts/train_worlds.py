@@ -2,7 +2,7 @@
 
     python scripts/train_worlds.py                 # every world
     python scripts/train_worlds.py tasks control   # some of them
-    python scripts/train_worlds.py --threads 2 --runs /tmp/world_runs
+    python scripts/train_worlds.py --threads 2 --runs runs/worlds
 
 For each task world: train the configuration below from its fixed seed (timed), export
 its last checkpoint (and, for "tasks", an early one at step ``EARLY``, which the tests
