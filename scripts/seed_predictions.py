@@ -81,44 +81,43 @@ def toy(out: Path, fast: bool) -> None:
     _say(result.summary())
 
 
-def selection(out: Path, fast: bool) -> None:
-    from icl_lens.hypotheses.selection import demonstration_selection
-
+def _over_tasks(name: str, analysis, fast_sizes: dict, sizes: dict, out: Path, fast: bool) -> None:
+    """Run a kernel-head analysis on the classification tasks; save each result, its figure and one table."""
     model = il.load_model("smollm2")
     frames = []
-    for name in CLASSIFICATION_TASKS[:1] if fast else CLASSIFICATION_TASKS:
+    for task in CLASSIFICATION_TASKS[:1] if fast else CLASSIFICATION_TASKS:
         started = time.perf_counter()
-        sizes = dict(n_queries=8, ks=(2,), kernel_prompts=4) if fast else dict(n_queries=100)
-        result = demonstration_selection(model, name, **sizes)
-        _say(f"{name}: {time.perf_counter() - started:.0f} s")
-        result.save(out / name)
-        result.plot().savefig(out / f"{name}.png", dpi=100)
+        result = analysis(model, task, **(fast_sizes if fast else sizes))
+        _say(f"{task}: {time.perf_counter() - started:.0f} s")
+        result.save(out / task)
+        result.plot().savefig(out / f"{task}.png", dpi=100)
         df = result.to_dataframe()
-        df.insert(0, "task", name)
+        df.insert(0, "task", task)
         df.insert(1, "kernel_head", f"L{result.kernel_head[0]}H{result.kernel_head[1]}")
         frames.append(df)
         _say(result.summary())
-    _table("selection", pd.concat(frames, ignore_index=True), out)
+    _table(name, pd.concat(frames, ignore_index=True), out)
+
+
+def selection(out: Path, fast: bool) -> None:
+    from icl_lens.hypotheses.selection import demonstration_selection
+
+    _over_tasks(
+        "selection",
+        demonstration_selection,
+        dict(n_queries=8, ks=(2,), kernel_prompts=4),
+        dict(n_queries=100),
+        out,
+        fast,
+    )
 
 
 def formats(out: Path, fast: bool) -> None:
     from icl_lens.hypotheses.formats import format_sensitivity
 
-    model = il.load_model("smollm2")
-    frames = []
-    for name in CLASSIFICATION_TASKS[:1] if fast else CLASSIFICATION_TASKS:
-        started = time.perf_counter()
-        sizes = dict(n_prompts=8, n_shots=2, kernel_prompts=4) if fast else dict(n_prompts=100)
-        result = format_sensitivity(model, name, **sizes)
-        _say(f"{name}: {time.perf_counter() - started:.0f} s; label stand-ins {result.label_maps}")
-        result.save(out / name)
-        result.plot().savefig(out / f"{name}.png", dpi=100)
-        df = result.to_dataframe()
-        df.insert(0, "task", name)
-        df.insert(1, "kernel_head", f"L{result.kernel_head[0]}H{result.kernel_head[1]}")
-        frames.append(df)
-        _say(result.summary())
-    _table("formats", pd.concat(frames, ignore_index=True), out)
+    _over_tasks(
+        "formats", format_sensitivity, dict(n_prompts=8, n_shots=2, kernel_prompts=4), dict(n_prompts=100), out, fast
+    )
 
 
 PARTS = {"tokens": tokens, "toy": toy, "selection": selection, "format": formats}

@@ -22,14 +22,6 @@ from icl_lens.worlds.gradient_descent import fit_step_size, gd_weights, least_sq
 from icl_lens.worlds.linear_regression import SelfAttentionRegressor, regression_batch
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_gradient_descent_and_least_squares_by_hand():
     config = LinearRegressionConfig(d=3, n_points=5)
     batch = regression_batch(config, 64, torch.Generator().manual_seed(0))

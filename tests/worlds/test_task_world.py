@@ -28,15 +28,6 @@ from icl_lens.worlds.task_run import TEMPLATE, build_task_model
 from icl_lens.worlds.task_world import arrow_positions, task_outputs, world_batch, world_loss
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The world's models are too small to gain from threads; on a shared CPU extra threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tasks_world():
     return load_world("tasks")
