@@ -90,10 +90,11 @@ def layer_sweep(
                     head=torch.full((len(layer_list),), -1),
                     init=put,
                 )
-                logits = torch.full((len(sub), len(layer_list), hooks.spec(model).d_vocab), float("nan"))
+                # Only the top token is needed: keep each chunk's argmax, not [batch, layers, d_vocab] logits.
+                top = torch.full((len(sub), len(layer_list)), -1, dtype=torch.long)
                 for index, lg in patched_answer_logits(engine, state, patches):
-                    logits[:, index] = lg.cpu()
-            return (logits.argmax(-1) == sub.answer_ids[:, None]).T
+                    top[:, index] = lg.argmax(-1).cpu()
+            return (top == sub.answer_ids[:, None]).T
 
         def plain(sub: PromptBatch = sub, sub_v: Tensor = sub_v) -> Tensor:
             per_layer = [sub_v[:, l] if per_prompt else sub_v[0, l] for l in layer_list]
