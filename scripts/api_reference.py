@@ -1,8 +1,8 @@
 """Write docs/api.md: every public name of ``import icl_lens as il``, grouped by layer.
 
-The groups and their order come from ``icl_lens/__init__.py`` (one block per layer, each
-introduced by a ``# <layer>: <what it holds>`` comment), so the reference follows the
-package. Run ``python scripts/api_reference.py`` after changing the public surface;
+The groups and their order come from ``icl_lens/__init__.py`` (one star re-export per
+layer, each introduced by a ``# <layer>: <what it holds>`` comment), and each group's names
+from that layer's own ``__init__``, so the reference follows the package. Run ``python scripts/api_reference.py`` after changing the public surface;
 ``tests/test_docs.py`` fails while a public name is missing from docs/api.md.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+
+from icl_lens.core.lazy import exported_names, package_init
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,7 +26,12 @@ the [errors](errors/index.md) pages say what to do about each error.
 
 
 def layers() -> list[tuple[str, str, list[tuple[str, str]]]]:
-    """``(layer, description, [(module, name), ...])`` in the order of ``icl_lens/__init__.py``."""
+    """``(layer, description, [(module, name), ...])`` in the order of ``icl_lens/__init__.py``.
+
+    There each layer is one ``from icl_lens.<layer> import *`` introduced by a
+    ``# <layer>: <what it holds>`` comment; its names are that layer package's own table
+    (``icl_lens.core.lazy.exported_names``), in the order the package lists them.
+    """
     source = (ROOT / "icl_lens" / "__init__.py").read_text()
     lines = source.splitlines()
     out: list[tuple[str, str, list[tuple[str, str]]]] = []
@@ -43,9 +50,11 @@ def layers() -> list[tuple[str, str, list[tuple[str, str]]]]:
             out.append((match.group(1), match.group(2), []))
         if not out:
             continue
-        for alias in node.names:
-            if alias.name != "__version__":
-                out[-1][2].append((node.module, alias.name))
+        if [alias.name for alias in node.names] == ["*"]:
+            names = list(exported_names(package_init(node.module)).values())
+        else:
+            names = [(node.module, alias.name) for alias in node.names]
+        out[-1][2].extend((module, name) for module, name in names if name != "__version__")
     return out
 
 

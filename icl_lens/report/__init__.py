@@ -28,17 +28,3 @@ if TYPE_CHECKING:
     )
 
 __getattr__, __dir__ = lazy_exports(__name__, __file__)
-
-__all__ = [
-    "SECTIONS",
-    "SECTION_KEYS",
-    "Report",
-    "ReportConfig",
-    "RunContext",
-    "Section",
-    "SectionOutcome",
-    "build_report",
-    "fast_mode",
-    "run_section",
-    "section",
-]

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from icl_lens.core.lazy import lazy_exports
 
-# Re-exports, imported on first use (icl_lens.core.lazy): `import icl_lens` loads nothing heavy.
+# The layer's public names, imported on first use (icl_lens.core.lazy); `icl_lens` re-exports
+# them all with `from icl_lens.studies import *`.
 if TYPE_CHECKING:
     from icl_lens.studies.executors import LocalExecutor as LocalExecutor, RayExecutor as RayExecutor
     from icl_lens.studies.merged import StudyResults as StudyResults
@@ -34,25 +35,3 @@ if TYPE_CHECKING:
     from icl_lens.studies.universal_result import UniversalFvResult as UniversalFvResult
 
 __getattr__, __dir__ = lazy_exports(__name__, __file__)
-
-__all__ = [
-    "Analysis",
-    "AnalysisEntry",
-    "InductionVsFvResult",
-    "LocalExecutor",
-    "ModelEntry",
-    "RayExecutor",
-    "Resources",
-    "Study",
-    "StudyAccuracyResult",
-    "StudyResults",
-    "StudyRunReport",
-    "StudySpec",
-    "StudySpecError",
-    "StudyStatus",
-    "UnitOutcome",
-    "UniversalFvResult",
-    "VectorTableResult",
-    "list_analyses",
-    "register_analysis",
-]

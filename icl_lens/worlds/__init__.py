@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 from icl_lens.core.lazy import lazy_exports
 
-# Re-exports, imported on first use (icl_lens.core.lazy): the command line reads the shipped
-# worlds' names (registry) before torch is imported.
+# The layer's public names, imported on first use (icl_lens.core.lazy): the command line reads the
+# shipped worlds' names (registry) before torch is imported. `icl_lens` re-exports them all.
 if TYPE_CHECKING:
     from icl_lens.worlds.check import (
         VectorCheckConfig as VectorCheckConfig,
@@ -50,25 +50,3 @@ if TYPE_CHECKING:
     from icl_lens.worlds.task_world import TaskToyConfig as TaskToyConfig, world_tasks as world_tasks
 
 __getattr__, __dir__ = lazy_exports(__name__, __file__)
-
-__all__ = [
-    "EmergenceResult",
-    "GradientDescentComparison",
-    "GradientDescentConfig",
-    "LinearRegressionConfig",
-    "LinearRegressionRun",
-    "TaskToyConfig",
-    "TaskToyRun",
-    "VectorCheckConfig",
-    "VectorCheckResult",
-    "check_vectors",
-    "compare_to_gradient_descent",
-    "emergence_result",
-    "list_worlds",
-    "load_task_run",
-    "load_world",
-    "train_linear_regression_toy",
-    "train_task_toy",
-    "vector_emergence",
-    "world_tasks",
-]
