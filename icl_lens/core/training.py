@@ -19,6 +19,7 @@ state) is restored.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -52,6 +53,32 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)
+
+
+def fingerprint(config: Config) -> str:
+    """Short hash of a training config (names its default run directory)."""
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_directory(directory: str | os.PathLike[str] | None, config: Config, kind: str) -> Path:
+    """``directory``, or by default ``<icl_lens cache>/<kind>/<config fingerprint>``.
+
+    The default makes the same config train once and then be reused.
+    """
+    if directory is not None:
+        return Path(directory)
+    from icl_lens.core.models import cache_dir
+
+    return cache_dir() / kind / fingerprint(config)
+
+
+def pick_checkpoint(steps: tuple[int, ...], step: int | None) -> int:
+    """``step`` if a checkpoint was saved there (``None``: the last one), else a ConfigError."""
+    if step is None:
+        return steps[-1]
+    if step not in steps:
+        raise ConfigError(f"no checkpoint at step {step}; saved steps: {steps}")
+    return step
 
 
 def prepare_run_directory(run_dir: Path, config: Config, run_format: str) -> None:
@@ -166,7 +193,7 @@ def train_run(
 
 
 class LossCurve:
-    """For a run's result with a per-step ``train_loss``: its table and its final loss."""
+    """For a run's result with a per-step ``train_loss``: its table, its final loss, its plot."""
 
     train_loss: Tensor
 
@@ -179,6 +206,44 @@ class LossCurve:
         import pandas as pd
 
         return pd.DataFrame({"step": range(1, len(self.train_loss) + 1), "train_loss": self.train_loss.numpy()})
+
+    def plot_loss_curve(self, ax: Any) -> None:
+        """The loss of every step, faint, under its moving average."""
+        ax.plot(range(1, len(self.train_loss) + 1), self.train_loss.numpy(), color="0.7", lw=0.5, label="per step")
+        ax.plot(*moving_average(self.train_loss), color="C0", label="moving average")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("training loss (nats)")
+        ax.legend(fontsize=8)
+
+
+class CheckpointedRun(LossCurve):
+    """For a run's result whose checkpoints stay in its run ``directory``: find and load them."""
+
+    directory: str
+    checkpoint_steps: tuple[int, ...]
+
+    def checkpoint_path(self, step: int | None = None) -> Path:
+        """The weights file of checkpoint ``step`` (default: the last)."""
+        return checkpoint_file(Path(self.directory), pick_checkpoint(self.checkpoint_steps, step))
+
+    def load_checkpoint(self, build_model: Callable[[], Any], step: int | None = None, into: Any = None) -> Any:
+        """The model at checkpoint ``step`` (default: the last), in eval mode, frozen.
+
+        ``into``: a model of the run's config to load the weights into instead of
+        ``build_model()`` (saves the build when looping over checkpoints).
+        """
+        return load_weights(into if into is not None else build_model(), self.checkpoint_path(step))
+
+
+def moving_average(values: Tensor, width: int = 50) -> tuple[Any, Any]:
+    """``(steps, smoothed)`` with a centred window, for plotting loss curves."""
+    import torch.nn.functional as F
+
+    width = max(1, min(width, len(values)))
+    kernel = torch.ones(1, 1, width) / width
+    smooth = F.conv1d(values.float()[None, None], kernel).flatten()
+    steps = torch.arange(len(smooth)) + 1 + (width - 1) / 2
+    return steps.numpy(), smooth.numpy()
 
 
 def read_run(run_dir: Path, config_cls: type[C], hint: str) -> tuple[C, tuple[int, ...], Tensor]:
@@ -203,11 +268,11 @@ def read_run(run_dir: Path, config_cls: type[C], hint: str) -> tuple[C, tuple[in
     return config, tuple(steps), losses[:last_step].clone()
 
 
-def load_weights(model: torch.nn.Module, path: Path) -> Any:
-    """Load a checkpoint into ``model`` and make it ready for analysis (eval mode, frozen)."""
+def load_weights(model: torch.nn.Module, weights: Path | dict[str, Tensor]) -> Any:
+    """Load a checkpoint (a file or a state dict) into ``model`` and make it ready for analysis (eval mode, frozen)."""
     from safetensors.torch import load_file
 
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict(weights if isinstance(weights, dict) else load_file(str(weights)))
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

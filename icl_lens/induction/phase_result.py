@@ -9,8 +9,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from icl_lens.core.results import Result
+from icl_lens.core.training import moving_average
 from icl_lens.induction.toy import ToyConfig
-from icl_lens.induction.toy_result import moving_average
 
 if TYPE_CHECKING:
     from icl_lens.induction.phase import PhaseConfig

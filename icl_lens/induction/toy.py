@@ -11,25 +11,14 @@ earlier: an induction head. (Repeats with a fixed period teach a positional shor
 instead: low loss and no induction head. Without adjacent copies, short repeats are
 almost always far apart and the heads learn to ignore close matches.)
 
-Training is seeded and resumable (the loop is :mod:`icl_lens.core.training`, shared with
-the toy worlds). A run directory holds::
-
-    config.json                      the ToyConfig
-    checkpoints/step_000100.safetensors  model state_dict at that step
-    checkpoints/step_000100.json         step, mean training loss since the last checkpoint
-    resume.safetensors               optimizer state, data RNG state and loss history of
-                                     the latest checkpoint (replaced atomically)
-    complete.json                    written when the last step is done
-
-Resuming from ``resume.safetensors`` gives bit-identical weights to an uninterrupted run
-(same machine and thread count: CPU kernels are deterministic for a fixed set-up).
+Training is seeded and resumable, with bit-identical weights after a resume: the loop and
+the run directory (config, checkpoints, resume state) are :mod:`icl_lens.core.training`'s,
+shared with the toy worlds.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -103,10 +92,6 @@ class ToyConfig(Config):
     def repeat_max(self) -> int:
         return (self.seq_len - 1) // 2 if self.max_repeat is None else self.max_repeat
 
-    def fingerprint(self) -> str:
-        """Short hash of the config (names the default run directory)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-
 
 def toy_batch(config: ToyConfig, n: int, generator: torch.Generator) -> Int[Tensor, "n seq"]:
     """``n`` training sequences (see the module docstring); advances ``generator``."""
@@ -155,13 +140,6 @@ def sequence_loss(model: HookedModel, tokens: Int[Tensor, "batch seq"]) -> Float
     return F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())
 
 
-def default_run_directory(config: ToyConfig) -> Path:
-    """``<icl_lens cache>/toy_runs/<config fingerprint>``."""
-    from icl_lens.core.models import cache_dir
-
-    return cache_dir() / "toy_runs" / config.fingerprint()
-
-
 def train_toy_model(
     config: ToyConfig | None = None,
     directory: str | os.PathLike[str] | None = None,
@@ -175,15 +153,15 @@ def train_toy_model(
 
     Args:
         config: a :class:`ToyConfig`; keyword ``overrides`` replace its fields.
-        directory: run directory (default :func:`default_run_directory`, so the same
-            config is trained once and then reused).
+        directory: run directory (default ``<icl_lens cache>/toy_runs/<config
+            fingerprint>``, so the same config is trained once and then reused).
         resume: continue from the directory's latest checkpoint if there is one (a
             finished run is returned as is); ``False`` starts again from step 0.
         stop_after: stop at this step (a checkpoint is written there) without marking the
             run complete, e.g. to test resuming. ``None``: train to ``n_steps``.
     """
     config = ToyConfig.resolve(config, overrides)
-    run_dir = Path(directory) if directory is not None else default_run_directory(config)
+    run_dir = training.run_directory(directory, config, "toy_runs")
 
     def step_loss(model: HookedModel, generator: torch.Generator) -> Tensor:
         return sequence_loss(model, toy_batch(config, config.batch_size, generator))

@@ -25,8 +25,6 @@ with gradient descent stops.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import os
 from pathlib import Path
@@ -78,9 +76,6 @@ class LinearRegressionConfig(Config):
             raise ConfigError("d, n_points, n_layers, n_heads, batch_size and checkpoint_every must be >= 1")
         if self.n_steps < 0 or self.input_range <= 0 or self.init_scale <= 0:
             raise ConfigError("n_steps must be >= 0; input_range and init_scale must be > 0")
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------------------------------
@@ -184,12 +179,7 @@ class LinearRegressionRun(training.LossCurve, Result):
     @property
     def model(self) -> SelfAttentionRegressor:
         """The trained model (eval mode, frozen parameters)."""
-        model = SelfAttentionRegressor(self.config)
-        model.load_state_dict(self.weights)
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        return model
+        return training.load_weights(SelfAttentionRegressor(self.config), self.weights)
 
     def summary(self) -> str:
         c = self.config
@@ -223,10 +213,8 @@ def train_linear_regression_toy(
             by the config, so the same config is trained once).
         resume: continue (or reuse) a run found in ``directory``.
     """
-    from icl_lens.core.models import cache_dir
-
     config = LinearRegressionConfig.resolve(config, overrides)
-    run_dir = Path(directory) if directory is not None else cache_dir() / "world_runs" / f"lr-{config.fingerprint()}"
+    run_dir = training.run_directory(directory, config, "regression_runs")
 
     def step_loss(model: Any, generator: torch.Generator) -> Tensor:
         return regression_loss(model, regression_batch(config, config.batch_size, generator))
@@ -255,8 +243,6 @@ def load_linear_regression_run(directory: str | os.PathLike[str], step: int | No
     config, steps, losses = training.read_run(
         Path(directory), LinearRegressionConfig, "train one with train_linear_regression_toy"
     )
-    step = steps[-1] if step is None else step
-    if step not in steps:
-        raise ConfigError(f"no checkpoint at step {step}; saved steps: {steps}")
+    step = training.pick_checkpoint(steps, step)
     weights = load_file(str(training.checkpoint_file(Path(directory), step)))
     return LinearRegressionRun(config=config, weights=weights, train_loss=losses[:step].float().clone())

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -25,7 +24,6 @@ from jaxtyping import Float
 from torch import Tensor
 
 from icl_lens.core import training
-from icl_lens.core.errors import ConfigError
 from icl_lens.core.results import Result
 from icl_lens.prompting.tasks import Task
 from icl_lens.worlds.task_world import TaskToyConfig, world_batch, world_loss, world_tasks, world_words
@@ -58,20 +56,8 @@ def build_task_model(config: TaskToyConfig, *, eval_mode: bool = False) -> Any:
     return model
 
 
-def fingerprint(config: TaskToyConfig) -> str:
-    """Short hash of the config (names the default run directory)."""
-    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-
-
-def default_run_directory(config: TaskToyConfig) -> Path:
-    """``<icl_lens cache>/world_runs/<config fingerprint>``."""
-    from icl_lens.core.models import cache_dir
-
-    return cache_dir() / "world_runs" / fingerprint(config)
-
-
 @dataclasses.dataclass(frozen=True)
-class TaskToyRun(training.LossCurve, Result):
+class TaskToyRun(training.CheckpointedRun, Result):
     """A transformer trained on a task world: its config, checkpoints and loss curve.
 
     ``run.model`` is the last checkpoint (loaded once, in eval mode, frozen), with the
@@ -103,20 +89,9 @@ class TaskToyRun(training.LossCurve, Result):
         """The model at the last checkpoint (eval mode, frozen parameters)."""
         return self.model_at()
 
-    def checkpoint_path(self, step: int) -> Path:
-        if step not in self.checkpoint_steps:
-            raise ConfigError(f"no checkpoint at step {step}; saved steps: {self.checkpoint_steps}")
-        return training.checkpoint_file(Path(self.directory), step)
-
     def model_at(self, step: int | None = None, into: Any = None) -> Any:
-        """The model at checkpoint ``step`` (default: the last), in eval mode.
-
-        ``into``: a model of this config to load the weights into (saves the build when
-        looping over checkpoints).
-        """
-        step = self.checkpoint_steps[-1] if step is None else step
-        model = into if into is not None else build_task_model(self.config)
-        return training.load_weights(model, self.checkpoint_path(step))
+        """The model at checkpoint ``step`` (default: the last), in eval mode (see ``load_checkpoint``)."""
+        return self.load_checkpoint(lambda: build_task_model(self.config), step, into)
 
     def summary(self) -> str:
         c = self.config
@@ -128,14 +103,8 @@ class TaskToyRun(training.LossCurve, Result):
         )
 
     def _plot(self, ax: Any) -> None:
-        from icl_lens.induction.toy import moving_average
-
-        ax.plot(range(1, len(self.train_loss) + 1), self.train_loss.numpy(), color="0.7", lw=0.5, label="per step")
-        ax.plot(*moving_average(self.train_loss), color="C0", label="moving average")
-        ax.set_xlabel("training step")
-        ax.set_ylabel("training loss (nats)")
+        self.plot_loss_curve(ax)
         ax.set_title(f"{self.config.world} world")
-        ax.legend(fontsize=8)
 
 
 def train_task_toy(
@@ -152,8 +121,8 @@ def train_task_toy(
     Args:
         config: a :class:`TaskToyConfig`; keyword ``overrides`` replace its fields
             (``train_task_toy(world="control")``).
-        directory: run directory (default :func:`default_run_directory`: the same config
-            is trained once and then reused).
+        directory: run directory (default ``<icl_lens cache>/world_runs/<config
+            fingerprint>``: the same config is trained once and then reused).
         resume: continue from the directory's latest checkpoint (a finished run is
             returned as is); ``False`` starts again from step 0.
         stop_after: stop at this step without marking the run complete.
@@ -161,7 +130,7 @@ def train_task_toy(
     import time
 
     config = TaskToyConfig.resolve(config, overrides)
-    run_dir = Path(directory) if directory is not None else default_run_directory(config)
+    run_dir = training.run_directory(directory, config, "world_runs")
 
     def step_loss(model: Any, generator: torch.Generator) -> Tensor:
         return world_loss(model, config, world_batch(config, config.batch_size, generator))
