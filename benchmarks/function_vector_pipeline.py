@@ -13,7 +13,12 @@ forward per head per prompt. It is timed on a subset of (head, prompt) pairs and
 extrapolated to all 270 x 25 (said so in the output); its values are compared with the
 engine's on that subset.
 
-    python benchmarks/function_vector_pipeline.py [--task antonym] [--ref-heads 3 --ref-prompts 4]
+    python benchmarks/function_vector_pipeline.py [--task antonym] [--ref-heads 3 --ref-prompts 4] [--roofline]
+
+``--roofline`` runs the pipeline a second time under ``torch.profiler`` to count its matrix
+multiplications' FLOPs, and prints how long those alone take at the matmul rate measured in
+this process: the floor that no implementation computing the same products in float32 can
+beat on this machine.
 
 Timings depend on the machine's load; the output states the number of threads and the
 load average when it started.
@@ -82,11 +87,31 @@ def reference_aie(model, batch, mean_z, heads):
     return out
 
 
+def roofline(model, task: str, wall: float) -> None:
+    """The pipeline's matmul FLOPs (profiled second run) against this process's matmul rate."""
+    from _shared import matmul_rate
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        fv = il.function_vector(model, task)
+        il.evaluate_implant(model, task, fv)
+    flops = sum(e.flops for e in prof.key_averages() if e.flops)
+    rate = matmul_rate(25 * 90, 576, 1536)
+    floor = flops / (rate * 1e9)
+    print(
+        f"roofline: the pipeline's matrix multiplications are {flops / 1e12:.2f} TFLOP (torch.profiler); at "
+        f"this process's matmul rate ({rate:.0f} GFLOP/s, [2250 x 576] @ [576 x 1536]) they alone take "
+        f"{floor:.1f} s, so the {wall:.1f} s run is at {floor / wall:.0%} of the matmul rate end to end; a "
+        f"35 s pipeline needs {floor / 35:.0%}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="antonym")
     parser.add_argument("--ref-heads", type=int, default=3, help="heads in the timed reference subset")
     parser.add_argument("--ref-prompts", type=int, default=4, help="prompts in the timed reference subset")
+    parser.add_argument("--roofline", action="store_true", help="count the pipeline's matmul FLOPs (a second run)")
     args = parser.parse_args()
     il.set_progress(False)
     load = os.getloadavg()
@@ -118,6 +143,8 @@ def main() -> None:
         f"{peak_rss_gb():.2f} GiB (target <= 1.5 GiB)"
     )
     print(f"  {ev.summary()}")
+    if args.roofline:
+        roofline(model, args.task, total)
 
     # The AIE sweep alone, to compare like with like against the reference.
     train = split_task(il.load_task(args.task), fv.config.split, fv.config.split_seed)[0]

@@ -16,9 +16,8 @@ from torch import Tensor
 from icl_lens.core import hooks
 from icl_lens.core.hooks import HookedModel
 from icl_lens.patching.metrics import top1_correct
-from icl_lens.patching.steering import implant, implanted_logprobs
+from icl_lens.patching.steering import baseline_and_implanted_logprobs, implant
 from icl_lens.prompting.encoding import encode_texts
-from icl_lens.prompting.evaluation import next_token_logprobs
 from icl_lens.prompting.prompts import build_prompts
 from icl_lens.prompting.tasks import Task, load_task
 from icl_lens.vectors.common import n_queries
@@ -71,19 +70,22 @@ def specificity(
         batch = build_prompts(
             model, test, 0, n_queries(cfg.n_specificity, test), cfg.seed, origin.template, kind="zero_shot"
         )
-        for i, row in enumerate(rows):
-            if row is None:
-                lp = next_token_logprobs(model, batch, batch_size=cfg.batch_size)
-            else:
-                lp = implanted_logprobs(
-                    model,
-                    batch,
-                    vector=vectors_by_layer(row, s.n_layers)[layer],
-                    layer=layer,
-                    operation=operation_of(row),
-                    scale=cfg.scale,
-                    batch_size=cfg.batch_size,
-                )
+        # Each vector row shares its prompts' unpatched pass with the "no vector" row (the fast
+        # engine recomputes only the answer position after `layer`), as the conditions do.
+        for i, row in enumerate(rows[1:], start=1):
+            assert row is not None
+            base, lp = baseline_and_implanted_logprobs(
+                model,
+                batch,
+                vector=vectors_by_layer(row, s.n_layers)[layer],
+                layer=layer,
+                operation=operation_of(row),  # type: ignore[arg-type]
+                scale=cfg.scale,
+                batch_size=cfg.batch_size,
+                method=cfg.method,
+            )
+            if i == 1:
+                out[0, j] = top1_correct(base, batch).mean()
             out[i, j] = top1_correct(lp, batch).mean()
         sizes.append(len(batch))
     labels = ("no vector", *(label(r) for r in rows[1:] if r is not None))
