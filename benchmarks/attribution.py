@@ -23,6 +23,7 @@ A last line compares attribution at the last position with the exact last-positi
 and with one full forward per head (``method="plain"``, extrapolated from a sample).
 
     python benchmarks/attribution.py [--prompts 8 --shots 7 --plain-heads 18 --layer-step 3 --threads N]
+                                     [--parts heads,resid,last]
 """
 
 from __future__ import annotations
@@ -94,16 +95,29 @@ def layers_at_positions(model, clean, shuffled, step: int) -> None:
     kw = dict(metric="prob", positions="each")
     plain = measure(lambda: attribution_resid_sweep(model, clean, shuffled, **kw))
     fixed = measure(lambda: attribution_resid_sweep(model, clean, shuffled, qk_fix=True, **kw))
+    hybrid = measure(
+        lambda: attribution_resid_sweep(model, clean, shuffled, qk_fix=True, exact_changed_tokens=True, **kw)
+    )
     layers = list(range(step // 2, s.n_layers, step))
     exact = measure(lambda: resid_sweep(model, clean, shuffled, layers=layers, **kw))
     a_plain = patching_agreement(plain.result, exact.result)
     a_fixed = patching_agreement(fixed.result, exact.result)
+    a_hybrid = patching_agreement(hybrid.result, exact.result)
+    changed = (clean.tokens != shuffled.tokens).any(0)
+    on = {
+        name: patching_agreement(fixed.result.effect[:, cols], exact.result.effect[:, cols]).spearman
+        for name, cols in (("changed", changed), ("unchanged", ~changed))
+    }
     print(
         f"(d) attribution, resid_pre of every layer x every column, {n} prompts x {t} tokens: icl_lens "
         f"{plain.wall:.1f} s, with the QK fix {fixed.wall:.1f} s | against the exact sweep of {len(layers)} layers x "
         f"{t} columns ({exact.wall:.0f} s): AtP Spearman {a_plain.spearman:.3f}, Pearson {a_plain.pearson:.3f}, "
         f"top-10 {a_plain.top_k_overlap:.0%}; AtP* (QK fix) Spearman {a_fixed.spearman:.3f}, Pearson "
-        f"{a_fixed.pearson:.3f}, top-10 {a_fixed.top_k_overlap:.0%} | {load()}",
+        f"{a_fixed.pearson:.3f}, top-10 {a_fixed.top_k_overlap:.0%} (Spearman {on['unchanged']:.3f} on the "
+        f"{int((~changed).sum())} columns whose token is the same in both prompts, {on['changed']:.3f} on the "
+        f"{int(changed.sum())} whose token differs) | AtP* + exact at the changed columns ({s.n_layers} layers x "
+        f"{int(changed.sum())} columns exact, {hybrid.wall:.1f} s): Spearman {a_hybrid.spearman:.3f}, Pearson "
+        f"{a_hybrid.pearson:.3f}, top-10 {a_hybrid.top_k_overlap:.0%} | {load()}",
         flush=True,
     )
 
@@ -138,14 +152,18 @@ def main() -> None:
     parser.add_argument("--plain-heads", type=int, default=18, help="heads the plain exact sweep runs (270: all)")
     parser.add_argument("--layer-step", type=int, default=3, help="the exact sweeps: every k-th layer, from k // 2")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--parts", default="heads,resid,last", help="which comparisons, comma-separated")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     model = setup(args.threads)
-    nn = nnsight_model()
     print(f"# SmolLM2-135M, {machine()}", flush=True)
     clean, shuffled = equal_length_pair(model, "antonym", args.prompts, args.shots)
-    heads_at_positions(model, nn, clean, shuffled, args.layer_step)
-    layers_at_positions(model, clean, shuffled, args.layer_step)
-    last_position(model, clean, shuffled, args.plain_heads)
+    if "heads" in parts:
+        heads_at_positions(model, nnsight_model(), clean, shuffled, args.layer_step)
+    if "resid" in parts:
+        layers_at_positions(model, clean, shuffled, args.layer_step)
+    if "last" in parts:
+        last_position(model, clean, shuffled, args.plain_heads)
 
 
 if __name__ == "__main__":

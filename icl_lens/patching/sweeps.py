@@ -130,6 +130,7 @@ def resid_sweep(
     metric: MetricName | Metric = "prob",
     positions: ResidPositions = "last",
     layers: Sequence[int] | None = None,
+    columns: Sequence[int] | None = None,
     hook: BlockHook = "resid_pre",
     batch_size: int | None = None,
     method: Method = "auto",
@@ -143,7 +144,8 @@ def resid_sweep(
     (each prompt's ``last_pos``) or ``"each"`` (every column, one at a time: the layer x
     position map of causal tracing). ``hook`` is ``"resid_pre"``, ``"resid_mid"``,
     ``"resid_post"``, ``"attn_out"`` (the attention layer's output) or ``"mlp_out"``.
-    Other arguments as in :func:`head_sweep`.
+    ``columns`` limits ``positions="each"`` to those columns (e.g. the subject's tokens);
+    cells not computed are NaN. Other arguments as in :func:`head_sweep`.
     """
     s = hooks.spec(model)
     runner = sweep_runner(model, method, positions=positions, hook=hook)
@@ -156,10 +158,22 @@ def resid_sweep(
         model, target, source, metric=metric, positions=positions, hook=hook, show_progress=show_progress
     )
     offset = 1 if hook == "resid_post" else 0
-    columns: Sequence[int | None] = range(target.tokens.shape[1]) if positions == "each" else [None]
-    variants = [_Variant(hooks.block_hook(hook, l), l, None, t, l + offset) for l in layer_list for t in columns]
+    cols = _column_list(columns, positions, target.tokens.shape[1])
+    variants = [_Variant(hooks.block_hook(hook, l), l, None, t, l + offset) for l in layer_list for t in cols]
     grid_shape = (s.n_layers,) + ((target.tokens.shape[1],) if positions == "each" else ())
     return _sweep(model, inputs, variants, grid_shape, runner, batch_size, show_progress)  # type: ignore[return-value]
+
+
+def _column_list(columns: Sequence[int] | None, positions: str, n_columns: int) -> Sequence[int | None]:
+    """The columns a sweep patches one at a time (``[None]``: no per-column axis)."""
+    if columns is None:
+        return range(n_columns) if positions == "each" else [None]
+    if positions != "each":
+        raise ConfigError(f"columns= selects columns of positions='each', not positions={positions!r}")
+    chosen = [int(c) for c in columns]
+    if not chosen or len(set(chosen)) != len(chosen) or any(not 0 <= c < n_columns for c in chosen):
+        raise ConfigError(f"columns must be distinct column indices in [0, {n_columns}), got {list(columns)}")
+    return chosen
 
 
 def _sweep(

@@ -124,3 +124,35 @@ def test_attribution_leaves_no_hook_when_the_metric_raises(tiny_gqa):
     with pytest.raises(ArithmeticError):
         attribution_resid_sweep(tiny_gqa, shuffled, clean, metric=broken, method="plain")
     assert hooks.count_hooks(tiny_gqa) == 0
+
+
+def test_exact_changed_tokens_computes_the_changed_columns_exactly(tiny_rotary_gqa):
+    clean, shuffled = pair(tiny_rotary_gqa, side="right")
+    kw = dict(metric="logprob", positions="each")
+    changed = (shuffled.tokens != clean.tokens).any(0)
+    assert 0 < int(changed.sum()) < changed.numel()  # the labels differ, the rest does not
+    exact = resid_sweep(tiny_rotary_gqa, shuffled, clean, **kw)
+    plain = attribution_resid_sweep(tiny_rotary_gqa, shuffled, clean, qk_fix=True, **kw)
+    hybrid = attribution_resid_sweep(tiny_rotary_gqa, shuffled, clean, qk_fix=True, exact_changed_tokens=True, **kw)
+    assert hybrid.method == "attribution+qk+exact-changed"
+    torch.testing.assert_close(hybrid.patched[:, changed], exact.patched[:, changed], atol=1e-5, rtol=0)
+    torch.testing.assert_close(hybrid.patched[:, ~changed], plain.patched[:, ~changed])
+    torch.testing.assert_close(hybrid.effect, (hybrid.patched - hybrid.baseline).mean(-1))
+    # Where the tokens differ the estimate is worse than exact, so the hybrid agrees better.
+    assert patching_agreement(hybrid, exact).pearson > patching_agreement(plain, exact).pearson
+    for bad in (dict(positions="last"), dict(positions="each", source=exact.patched.new_zeros(3, 64))):
+        source = bad.pop("source", clean)
+        with pytest.raises(ConfigError, match="exact_changed_tokens"):
+            attribution_resid_sweep(tiny_rotary_gqa, shuffled, source, exact_changed_tokens=True, **bad)
+
+
+def test_resid_sweep_on_chosen_columns(tiny_rotary_gqa):
+    clean, shuffled = pair(tiny_rotary_gqa)
+    full = resid_sweep(tiny_rotary_gqa, shuffled, clean, metric="logprob", positions="each")
+    some = resid_sweep(tiny_rotary_gqa, shuffled, clean, metric="logprob", positions="each", columns=[4, 1])
+    torch.testing.assert_close(some.patched[:, [1, 4]], full.patched[:, [1, 4]], atol=1e-5, rtol=0)
+    others = [c for c in range(full.patched.shape[1]) if c not in (1, 4)]
+    assert bool(some.patched[:, others].isnan().all())
+    for columns, positions in (([1, 1], "each"), ([99], "each"), ([], "each"), ([1], "last")):
+        with pytest.raises(ConfigError, match="columns"):
+            resid_sweep(tiny_rotary_gqa, shuffled, clean, positions=positions, columns=columns)
