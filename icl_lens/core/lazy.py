@@ -16,7 +16,8 @@ in a fraction of a second instead of after torch and transformers have loaded.
 
 A lazily exported name must not be the name of a module of the same package: once that
 module is imported, Python sets the package attribute to the module and the export is
-shadowed (``icl_lens.induction.icl_score`` is both; ``il.icl_score`` is the function).
+shadowed (why the ICL score's module is ``icl_scoring``, not ``icl_score``;
+tests/core/test_lazy.py checks every layer).
 """
 
 from __future__ import annotations

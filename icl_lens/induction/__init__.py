@@ -5,7 +5,7 @@
 * :mod:`~icl_lens.induction.weights`: copying eigenvalues and K-composition from weights;
 * :mod:`~icl_lens.induction.views`: circuitsvis views that render offline;
 * :mod:`~icl_lens.induction.confirm`: ablate the top heads vs random heads;
-* :mod:`~icl_lens.induction.icl_score`: the ICL score on natural text;
+* :mod:`~icl_lens.induction.icl_scoring`: the ICL score on natural text;
 * :mod:`~icl_lens.induction.token_losses`: losses on induction-consistent tokens (and over training);
 * :mod:`~icl_lens.induction.toy` and :mod:`~icl_lens.induction.phase`: small trained toys and
   the phase change.
@@ -28,13 +28,13 @@ if TYPE_CHECKING:
         find_induction_heads as find_induction_heads,
     )
     from icl_lens.induction.detectors_result import InductionHeadsResult as InductionHeadsResult
-    from icl_lens.induction.icl_score import (
+    from icl_lens.induction.icl_scoring import (
         IclScoreConfig as IclScoreConfig,
         icl_score as icl_score,
         load_corpus as load_corpus,
         per_token_loss as per_token_loss,
     )
-    from icl_lens.induction.icl_score_result import IclScoreResult as IclScoreResult
+    from icl_lens.induction.icl_scoring_result import IclScoreResult as IclScoreResult
     from icl_lens.induction.phase import (
         PhaseConfig as PhaseConfig,
         classic_phase_change_experiment as classic_phase_change_experiment,

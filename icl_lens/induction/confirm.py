@@ -8,7 +8,7 @@ measures with each ablation:
   ordinary tokens, a different draw from the detector's), skipping the second copy's
   first token, which nothing in the context predicts. Induction heads are what make it
   low; ablating them should raise it.
-* **ICL score** on natural text (:func:`icl_lens.induction.icl_score.icl_score`,
+* **ICL score** on natural text (:func:`icl_lens.induction.icl_scoring.icl_score`,
   ``loss@500 - loss@50``): ablating induction heads should move it towards 0.
 
 The mean and resample ablations take their activations from the natural-text contexts.
@@ -35,7 +35,7 @@ from icl_lens.induction import sequences as seq
 from icl_lens.induction.confirm_result import InductionAblationResult
 from icl_lens.induction.detectors import InductionConfig, find_induction_heads
 from icl_lens.induction.detectors_result import InductionHeadsResult
-from icl_lens.induction.icl_score import IclScoreConfig, context_tokens, per_token_loss, score_from_losses
+from icl_lens.induction.icl_scoring import IclScoreConfig, context_tokens, per_token_loss, score_from_losses
 from icl_lens.patching.ablation import ablate_heads, normalize_heads
 from icl_lens.patching.options import AblationMethod
 
@@ -114,7 +114,7 @@ def confirm_induction_heads(
         heads: a scan from :func:`find_induction_heads` (ranked by its induction score), a
             ranked list of ``(layer, head)``, or ``None`` to run the scan here.
         config: an :class:`AblationCheckConfig`; keyword ``overrides`` replace its fields.
-        text: natural text for the ICL score (see :func:`icl_lens.induction.icl_score`; default: the
+        text: natural text for the ICL score (see :func:`~icl_lens.induction.icl_scoring.icl_score`; default: the
             built-in corpus). Models without a tokenizer need a token tensor.
     """
     config = AblationCheckConfig.resolve(config, overrides)

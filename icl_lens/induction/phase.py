@@ -34,7 +34,7 @@ from icl_lens.core.errors import ConfigError
 from icl_lens.core.progress import progress
 from icl_lens.core.results import Config
 from icl_lens.induction.detectors import InductionConfig, find_induction_heads
-from icl_lens.induction.icl_score import IclScoreConfig, per_token_loss, score_from_losses
+from icl_lens.induction.icl_scoring import IclScoreConfig, per_token_loss, score_from_losses
 from icl_lens.induction.phase_result import ClassicExperimentResult, PhaseChangeResult
 from icl_lens.induction.toy import ToyConfig, toy_batch
 from icl_lens.induction.toy_result import ToyRun

@@ -31,7 +31,7 @@ from icl_lens.core.results import Config
 from icl_lens.induction.confirm import random_head_sets
 from icl_lens.induction.detectors import InductionConfig, find_induction_heads
 from icl_lens.induction.detectors_result import InductionHeadsResult
-from icl_lens.induction.icl_score import IclScoreConfig, context_tokens, per_token_loss
+from icl_lens.induction.icl_scoring import IclScoreConfig, context_tokens, per_token_loss
 from icl_lens.induction.token_classes import classify_tokens
 from icl_lens.induction.token_losses_result import InductionTokenLossResult
 from icl_lens.patching.ablation import ablate_heads, normalize_heads

@@ -155,7 +155,7 @@ class InductionTokenLossResult(Result):
         """Token-weighted mean loss of each class in log-spaced position bins, per condition."""
         import pandas as pd
 
-        from icl_lens.induction.icl_score import bin_centres, log_position_bins
+        from icl_lens.induction.icl_scoring import bin_centres, log_position_bins
 
         bins = log_position_bins(self.loss.shape[1], self.config.n_bins)
         centres = bin_centres(bins)

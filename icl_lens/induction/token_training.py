@@ -32,7 +32,7 @@ import torch
 from icl_lens.core.errors import ConfigError
 from icl_lens.core.progress import progress
 from icl_lens.core.results import Config
-from icl_lens.induction.icl_score import per_token_loss
+from icl_lens.induction.icl_scoring import per_token_loss
 from icl_lens.induction.phase import EVAL_SEED_OFFSET, PhaseConfig, crossing_step, phase_change
 from icl_lens.induction.phase_result import PhaseChangeResult
 from icl_lens.induction.token_classes import CONSISTENT, INCONSISTENT, class_means, classify_tokens

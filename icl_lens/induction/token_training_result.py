@@ -11,7 +11,7 @@ from torch import Tensor
 
 from icl_lens.core.results import Result
 from icl_lens.core.stats import PairedComparison, mean_interval
-from icl_lens.induction.icl_score import bin_centres, log_derivative, log_position_bins
+from icl_lens.induction.icl_scoring import bin_centres, log_derivative, log_position_bins
 from icl_lens.induction.token_classes import (
     CLASS_COLORS,
     CONSISTENT,

@@ -23,7 +23,7 @@ from icl_lens.hypotheses.formats import FormatConfig, format_sensitivity
 from icl_lens.hypotheses.kernel import KernelRegressionConfig, kernel_regression
 from icl_lens.hypotheses.selection import SelectionConfig, demonstration_selection
 from icl_lens.induction.detectors import InductionConfig, find_induction_heads
-from icl_lens.induction.icl_score import IclScoreConfig, icl_score
+from icl_lens.induction.icl_scoring import IclScoreConfig, icl_score
 from icl_lens.induction.token_losses import InductionTokenConfig, induction_token_losses
 from icl_lens.prompting.evaluation import IclEvalConfig, evaluate_icl
 from icl_lens.prompting.tasks import Task

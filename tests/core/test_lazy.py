@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import subprocess
 import sys
 
@@ -31,9 +32,21 @@ def test_a_layer_name_is_the_same_object_at_both_levels():
         package = importlib.import_module(f"icl_lens.{layer}")
         assert package.__all__ == sorted(exported_names(package.__file__))
         for name in package.__all__:
-            # `icl_score` is also the name of its module: once imported, the module shadows it there
-            assert getattr(il, name) is getattr(package, name) or name == "icl_score", (layer, name)
-    assert il.icl_score.__module__ == "icl_lens.induction.icl_score" and callable(il.icl_score)
+            assert getattr(il, name) is getattr(package, name), (layer, name)
+    assert il.icl_score.__module__ == "icl_lens.induction.icl_scoring" and callable(il.icl_score)
+
+
+def test_no_export_is_shadowed_by_a_module_of_its_name():
+    # Importing `icl_lens.x.name` sets the package attribute `name` to that module, after
+    # which the export of the same name would be unreachable from the package.
+    for layer in LAYERS:
+        package = importlib.import_module(f"icl_lens.{layer}")
+        modules = {info.name for info in pkgutil.iter_modules(package.__path__)}
+        assert not modules & set(package.__all__), layer
+    importlib.import_module("icl_lens.induction.icl_scoring")
+    from icl_lens.induction import icl_score
+
+    assert callable(icl_score)
     assert "head_sweep" in dir(importlib.import_module("icl_lens.patching"))
 
 

@@ -1,4 +1,4 @@
-"""The result of :func:`~icl_lens.induction.icl_score.icl_score`: loss by position, the ICL score and its derivative."""
+"""The result of :func:`~icl_lens.induction.icl_scoring.icl_score`: loss by position, the ICL score and its derivative."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import Tensor
 from icl_lens.core.results import Result
 
 if TYPE_CHECKING:
-    from icl_lens.induction.icl_score import IclScoreConfig
+    from icl_lens.induction.icl_scoring import IclScoreConfig
 
 
 def _window(center: int, rel: float) -> tuple[int, int]:

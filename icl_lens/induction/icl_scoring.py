@@ -40,7 +40,7 @@ from icl_lens.core.hooks import HookedModel
 from icl_lens.core.models import model_name
 from icl_lens.core.progress import progress
 from icl_lens.core.results import Config
-from icl_lens.induction.icl_score_result import IclScoreResult, _window
+from icl_lens.induction.icl_scoring_result import IclScoreResult, _window
 
 CORPUS_FILE = "persuasion_ch01-12.txt"
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import icl_lens as il
 from icl_lens.core import hooks
-from icl_lens.induction.icl_score import context_tokens, score_from_losses
+from icl_lens.induction.icl_scoring import context_tokens, score_from_losses
 
 
 def test_score_on_planted_log_linear_losses():
