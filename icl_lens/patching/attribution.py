@@ -39,7 +39,7 @@ from icl_lens.patching.options import Method, MetricName, PatchSite, Positions, 
 from icl_lens.patching.results import HeadPatchingResult, PatchingAgreement, ResidPatchingResult
 from icl_lens.patching.runner import ChunkRunner, answer_gradients, sweep_runner
 from icl_lens.patching.sources import Source, SweepInputs, sweep_inputs
-from icl_lens.patching.sweeps import resid_sweep
+from icl_lens.patching.sweeps import resid_cells
 from icl_lens.prompting.prompts import PromptBatch
 
 TOKENS_PER_BACKWARD = 512
@@ -122,18 +122,10 @@ def attribution_resid_sweep(
     changed = (target.tokens != source.tokens).any(0).nonzero().flatten().tolist()
     patched = result.patched.clone()
     if changed:
-        exact = resid_sweep(
-            model,
-            target,
-            source,
-            metric=metric,
-            positions="each",
-            columns=changed,
-            hook=hook,
-            batch_size=batch_size,
-            method=method,
-            show_progress=show_progress,
-        )
+        # The same inputs: the source's activations are not computed again.
+        exact_runner = sweep_runner(model, method, positions="each", hook=hook)
+        layers = range(hooks.spec(model).n_layers)
+        exact = resid_cells(model, inputs, layers, changed, exact_runner, batch_size, show_progress)
         patched[:, changed] = exact.patched[:, changed]
     effect = (patched - result.baseline).mean(-1)
     return dataclasses.replace(result, method=f"{result.method}+exact-changed", patched=patched, effect=effect)

@@ -154,13 +154,27 @@ def resid_sweep(
         raise ConfigError(f"layers must be distinct layer indices in [0, {s.n_layers})")
     if hook in ("resid_mid", "mlp_out") and s.attn_only:
         raise ConfigError(f"hook={hook!r} needs a model with MLPs; this one is attention-only")
+    cols = _column_list(columns, positions, target.tokens.shape[1])
     inputs = sweep_inputs(
         model, target, source, metric=metric, positions=positions, hook=hook, show_progress=show_progress
     )
-    offset = 1 if hook == "resid_post" else 0
-    cols = _column_list(columns, positions, target.tokens.shape[1])
-    variants = [_Variant(hooks.block_hook(hook, l), l, None, t, l + offset) for l in layer_list for t in cols]
-    grid_shape = (s.n_layers,) + ((target.tokens.shape[1],) if positions == "each" else ())
+    return resid_cells(model, inputs, layer_list, cols, runner, batch_size, show_progress)
+
+
+def resid_cells(
+    model: HookedModel,
+    inputs: SweepInputs,
+    layers: Sequence[int],
+    columns: Sequence[int | None],
+    runner: ChunkRunner[Any],
+    batch_size: int | None,
+    show_progress: bool | None,
+) -> ResidPatchingResult:
+    """:func:`resid_sweep` over ``layers`` x ``columns`` of prepared inputs (whose source has run)."""
+    offset = 1 if inputs.hook == "resid_post" else 0
+    n_columns = inputs.target.tokens.shape[1]
+    variants = [_Variant(hooks.block_hook(inputs.hook, l), l, None, t, l + offset) for l in layers for t in columns]  # type: ignore[arg-type]
+    grid_shape = (hooks.spec(model).n_layers,) + ((n_columns,) if inputs.positions == "each" else ())
     return _sweep(model, inputs, variants, grid_shape, runner, batch_size, show_progress)  # type: ignore[return-value]
 
 
