@@ -53,6 +53,11 @@ from icl_lens.patching import (
 )
 
 
+def agreement(a) -> str:
+    """A PatchingAgreement's three numbers, as every line here prints them."""
+    return f"Spearman {a.spearman:.3f}, Pearson {a.pearson:.3f}, top-10 {a.top_k_overlap:.0%}"
+
+
 def answer_prob(answers: torch.Tensor):
     def metric(logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits.float(), -1).gather(1, answers[:, None]).squeeze(1)
@@ -82,9 +87,7 @@ def heads_at_positions(model, nn, clean, shuffled, step: int) -> None:
         f"max |diff| {float((tl.result - estimate).abs().max()):.1e} | nnsight recipe {nns.wall:.1f} s (peak "
         f"+{nns.peak_mib:.0f} MiB): {nns.wall / plain.wall:.1f}x, max |diff| "
         f"{float((nns.result - estimate).abs().max()):.1e} | against the exact sweep of {len(units)} heads x {t} "
-        f"columns ({exact.wall:.0f} s): AtP Spearman {a_plain.spearman:.3f}, Pearson {a_plain.pearson:.3f}, "
-        f"top-10 {a_plain.top_k_overlap:.0%}; AtP* (QK fix) Spearman {a_fixed.spearman:.3f}, Pearson "
-        f"{a_fixed.pearson:.3f}, top-10 {a_fixed.top_k_overlap:.0%} | {load()}",
+        f"columns ({exact.wall:.0f} s): AtP {agreement(a_plain)}; AtP* (QK fix) {agreement(a_fixed)} | {load()}",
         flush=True,
     )
 
@@ -111,13 +114,11 @@ def layers_at_positions(model, clean, shuffled, step: int) -> None:
     print(
         f"(d) attribution, resid_pre of every layer x every column, {n} prompts x {t} tokens: icl_lens "
         f"{plain.wall:.1f} s, with the QK fix {fixed.wall:.1f} s | against the exact sweep of {len(layers)} layers x "
-        f"{t} columns ({exact.wall:.0f} s): AtP Spearman {a_plain.spearman:.3f}, Pearson {a_plain.pearson:.3f}, "
-        f"top-10 {a_plain.top_k_overlap:.0%}; AtP* (QK fix) Spearman {a_fixed.spearman:.3f}, Pearson "
-        f"{a_fixed.pearson:.3f}, top-10 {a_fixed.top_k_overlap:.0%} (Spearman {on['unchanged']:.3f} on the "
+        f"{t} columns ({exact.wall:.0f} s): AtP {agreement(a_plain)}; AtP* (QK fix) {agreement(a_fixed)} "
+        f"(Spearman {on['unchanged']:.3f} on the "
         f"{int((~changed).sum())} columns whose token is the same in both prompts, {on['changed']:.3f} on the "
         f"{int(changed.sum())} whose token differs) | AtP* + exact at the changed columns ({s.n_layers} layers x "
-        f"{int(changed.sum())} columns exact, {hybrid.wall:.1f} s): Spearman {a_hybrid.spearman:.3f}, Pearson "
-        f"{a_hybrid.pearson:.3f}, top-10 {a_hybrid.top_k_overlap:.0%} | {load()}",
+        f"{int(changed.sum())} columns exact, {hybrid.wall:.1f} s): {agreement(a_hybrid)} | {load()}",
         flush=True,
     )
 
@@ -133,13 +134,12 @@ def last_position(model, clean, shuffled, plain_heads: int) -> None:
     scale = n_all / len(heads)
     ok = ~torch.isnan(plain.result.patched)
     diff = float((plain.result.patched - exact.result.patched)[ok].abs().max())
-    agreement = patching_agreement(attr.result, exact.result, k=10)
+    agree = patching_agreement(attr.result, exact.result, k=10)
     print(
         f"attribution vs exact at the last position, {n} prompts x {t} tokens, {n_all} heads: attribution "
         f"{attr.wall:.1f} s (peak +{attr.peak_mib:.0f} MiB) vs exact fast engine {exact.wall:.1f} s: "
         f"{exact.wall / attr.wall:.1f}x; vs exact one forward per head {plain.wall * scale:.0f} s [EXTRAPOLATED "
-        f"from {len(heads)} heads x{scale:.0f}]: {plain.wall * scale / attr.wall:.0f}x; Spearman "
-        f"{agreement.spearman:.3f}, Pearson {agreement.pearson:.3f}, top-10 overlap {agreement.top_k_overlap:.0%} "
+        f"from {len(heads)} heads x{scale:.0f}]: {plain.wall * scale / attr.wall:.0f}x; {agreement(agree)} "
         f"(fast vs plain exact max |diff| {diff:.1e}) | {load()}",
         flush=True,
     )
