@@ -148,7 +148,8 @@ def implanted_logprobs(
     """
     check_choice(operation, Operation, "operation")
     out = [
-        _implanted(model, sub, v, layer, operation, scale) for sub, v in _chunks_and_vectors(batch, vector, batch_size)
+        _implanted(model, sub, v, layer, operation, scale)
+        for sub, (v,) in _chunks_and_vectors(batch, [vector], batch_size)
     ]
     return torch.cat(out)
 
@@ -171,29 +172,50 @@ def baseline_and_implanted_logprobs(
     on, with the residual after block ``layer`` changed. ``method`` as in every sweep:
     ``"auto"`` computes a chunk whose control row disagrees with two full forwards instead.
     """
-    check_choice(operation, Operation, "operation")
+    base, (put,) = baseline_and_implants_logprobs(
+        model, batch, implants=[(vector, operation)], layer=layer, scale=scale, batch_size=batch_size, method=method
+    )
+    return base, put
+
+
+def baseline_and_implants_logprobs(
+    model: HookedModel,
+    batch: PromptBatch,
+    *,
+    implants: Sequence[tuple[Float[Tensor, "*batch d_model"], Operation]],
+    layer: int,
+    scale: float = 1.0,
+    batch_size: int | None = None,
+    method: Method = "auto",
+) -> tuple[Float[Tensor, "batch d_vocab"], list[Float[Tensor, "batch d_vocab"]]]:
+    """:func:`baseline_and_implanted_logprobs` for several ``(vector, operation)`` implants at
+    ``layer``: the baseline, and one distribution per implant, all from one pass per prompt."""
+    for _, operation in implants:
+        check_choice(operation, Operation, "operation")
     n_layers = hooks.spec(model).n_layers
     if not 0 <= layer < n_layers:
         raise ConfigError(f"layer {layer} out of range: the model has {n_layers} layers")
     runner: ChunkRunner[LastPositionEngine] = ChunkRunner(model, method)
-    base, put = [], []
-    for sub, v in _chunks_and_vectors(batch, vector, batch_size):
-        b, p = _pair(model, runner, sub, v, layer, operation, scale)
+    base: list[Tensor] = []
+    put: list[list[Tensor]] = [[] for _ in implants]
+    for sub, vs in _chunks_and_vectors(batch, [v for v, _ in implants], batch_size):
+        b, ps = _implants(model, runner, sub, list(zip(vs, [op for _, op in implants])), layer, scale)
         base.append(b)
-        put.append(p)
-    return torch.cat(base), torch.cat(put)
+        for rows, p in zip(put, ps, strict=True):
+            rows.append(p)
+    return torch.cat(base), [torch.cat(rows) for rows in put]
 
 
 def _chunks_and_vectors(
-    batch: PromptBatch, vector: Tensor, batch_size: int | None
-) -> Iterator[tuple[PromptBatch, Tensor]]:
-    """Chunks of the batch, each with its vector (its rows of a per-prompt ``[batch, d_model]``)."""
-    per_prompt = vector.dim() == 2
-    if per_prompt and vector.shape[0] != len(batch):
-        raise ConfigError(f"got {vector.shape[0]} vectors for {len(batch)} prompts")
+    batch: PromptBatch, vectors: Sequence[Tensor], batch_size: int | None
+) -> Iterator[tuple[PromptBatch, list[Tensor]]]:
+    """Chunks of the batch, each with its vectors (their rows, for a per-prompt ``[batch, d_model]``)."""
+    for vector in vectors:
+        if vector.dim() == 2 and vector.shape[0] != len(batch):
+            raise ConfigError(f"got {vector.shape[0]} vectors for {len(batch)} prompts")
     start = 0
     for sub in batch.batches(batch_size):
-        yield sub, (vector[start : start + len(sub)] if per_prompt else vector)
+        yield sub, [v[start : start + len(sub)] if v.dim() == 2 else v for v in vectors]
         start += len(sub)
 
 
@@ -204,27 +226,29 @@ def _implanted(
         return next_token_logprobs(model, sub, batch_size=None)
 
 
-def _pair(
+def _implants(
     model: HookedModel,
     runner: ChunkRunner[LastPositionEngine],
     sub: PromptBatch,
-    vector: Tensor,
+    implants: list[tuple[Tensor, Operation]],
     layer: int,
-    operation: Operation,
     scale: float,
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, list[Tensor]]:
     """Baseline and implanted log-probabilities of one chunk, on the path the runner picks."""
 
-    def fast(engine: LastPositionEngine) -> tuple[Tensor, Tensor]:
+    def fast(engine: LastPositionEngine) -> tuple[Tensor, list[Tensor]]:
         with torch.no_grad():
             state = engine.prefix_state(sub.tokens, sub.attention_mask, sub.last_pos)
             resid = state.resid_pre[:, layer + 1]  # the residual after block `layer`, answer position
-            changed = _put(resid, vector.to(resid), operation, scale)
-            patches = Patches(start=torch.tensor([layer + 1]), head=torch.tensor([-1]), init=changed[:, None])
+            changed = torch.stack([_put(resid, v.to(resid), op, scale) for v, op in implants], dim=1)
+            k = len(implants)
+            patches = Patches(start=torch.full((k,), layer + 1), head=torch.full((k,), -1), init=changed)
             logits = torch.cat([lg for _, lg in patched_answer_logits(engine, state, patches)], dim=1)
-        return torch.log_softmax(state.logits.float(), -1).cpu(), torch.log_softmax(logits[:, 0].float(), -1).cpu()
+        put = [torch.log_softmax(logits[:, i].float(), -1).cpu() for i in range(k)]
+        return torch.log_softmax(state.logits.float(), -1).cpu(), put
 
-    def plain() -> tuple[Tensor, Tensor]:
-        return next_token_logprobs(model, sub, batch_size=None), _implanted(model, sub, vector, layer, operation, scale)
+    def plain() -> tuple[Tensor, list[Tensor]]:
+        put = [_implanted(model, sub, v, layer, op, scale) for v, op in implants]
+        return next_token_logprobs(model, sub, batch_size=None), put
 
     return runner.run(fast, plain)

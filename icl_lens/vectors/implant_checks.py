@@ -16,7 +16,7 @@ from torch import Tensor
 from icl_lens.core import hooks
 from icl_lens.core.hooks import HookedModel
 from icl_lens.patching.metrics import top1_correct
-from icl_lens.patching.steering import baseline_and_implanted_logprobs, implant
+from icl_lens.patching.steering import baseline_and_implants_logprobs, implant
 from icl_lens.prompting.encoding import encode_texts
 from icl_lens.prompting.prompts import build_prompts
 from icl_lens.prompting.tasks import Task, load_task
@@ -62,33 +62,30 @@ def specificity(
         loaded = load_task(t)
         if loaded.name not in {c.name for c in columns}:
             columns.append(loaded)
-    rows: list[Vector | None] = [None, vector, *(first_fold(o) for o in others)]
-    out = torch.zeros(len(rows), len(columns))
+    rows: list[Vector] = [vector, *(first_fold(o) for o in others)]
+    implants = [(vectors_by_layer(r, s.n_layers)[layer], operation_of(r)) for r in rows]
+    out = torch.zeros(1 + len(rows), len(columns))
     sizes = []
     for j, col in enumerate(columns):
         test = origin.parts(col)[0][2]
         batch = build_prompts(
             model, test, 0, n_queries(cfg.n_specificity, test), cfg.seed, origin.template, kind="zero_shot"
         )
-        # Each vector row shares its prompts' unpatched pass with the "no vector" row (the fast
+        # Every vector row shares its prompts' unpatched pass with the "no vector" row (the fast
         # engine recomputes only the answer position after `layer`), as the conditions do.
-        for i, row in enumerate(rows[1:], start=1):
-            assert row is not None
-            base, lp = baseline_and_implanted_logprobs(
-                model,
-                batch,
-                vector=vectors_by_layer(row, s.n_layers)[layer],
-                layer=layer,
-                operation=operation_of(row),  # type: ignore[arg-type]
-                scale=cfg.scale,
-                batch_size=cfg.batch_size,
-                method=cfg.method,
-            )
-            if i == 1:
-                out[0, j] = top1_correct(base, batch).mean()
+        base, implanted = baseline_and_implants_logprobs(
+            model,
+            batch,
+            implants=implants,  # type: ignore[arg-type]
+            layer=layer,
+            scale=cfg.scale,
+            batch_size=cfg.batch_size,
+            method=cfg.method,
+        )
+        for i, lp in enumerate([base, *implanted]):
             out[i, j] = top1_correct(lp, batch).mean()
         sizes.append(len(batch))
-    labels = ("no vector", *(label(r) for r in rows[1:] if r is not None))
+    labels = ("no vector", *(label(r) for r in rows))
     return labels, tuple(c.name for c in columns), out, tuple(sizes)
 
 

@@ -8,7 +8,12 @@ import torch
 import icl_lens as il
 from icl_lens.core import hooks
 from icl_lens.core.errors import ConfigError
-from icl_lens.patching.steering import baseline_and_implanted_logprobs, implanted_logprobs, layer_sweep
+from icl_lens.patching.steering import (
+    baseline_and_implanted_logprobs,
+    baseline_and_implants_logprobs,
+    implanted_logprobs,
+    layer_sweep,
+)
 
 TASK = il.Task(
     name="varied",
@@ -76,3 +81,23 @@ def test_layer_sweep_is_top1_of_the_implanted_run(tiny_gqa):
             baseline_and_implanted_logprobs(tiny_gqa, batch, vector=vectors[0], layer=layer, operation="add")
     with pytest.raises(ConfigError, match="2 vectors for 6 prompts"):
         implanted_logprobs(tiny_gqa, batch, vector=vectors, layer=0, operation="add")
+
+
+def test_several_implants_share_one_pass_and_match_one_at_a_time(tiny_rotary_gqa):
+    model = tiny_rotary_gqa
+    batch = il.build_prompts(model, TASK, 2, 5, seed=4, template="hendel")
+    d_model = hooks.spec(model).d_model
+    shared = torch.randn(d_model, generator=torch.Generator().manual_seed(5))
+    per_prompt = torch.randn(len(batch), d_model, generator=torch.Generator().manual_seed(6))
+    implants = [(shared, "add"), (per_prompt, "replace")]
+    for method in ("fast", "plain"):
+        kw = dict(layer=1, scale=2.0, batch_size=2, method=method)
+        base, puts = baseline_and_implants_logprobs(model, batch, implants=implants, **kw)
+        assert len(puts) == 2
+        for (vector, operation), put in zip(implants, puts, strict=True):
+            base_1, put_1 = baseline_and_implanted_logprobs(model, batch, vector=vector, operation=operation, **kw)
+            torch.testing.assert_close(base, base_1, atol=2e-5, rtol=0)
+            torch.testing.assert_close(put, put_1, atol=2e-5, rtol=0)
+        assert float((puts[0] - puts[1]).abs().max()) > 1e-2  # two different implants
+    with pytest.raises(ConfigError, match="operation must be one of"):
+        baseline_and_implants_logprobs(model, batch, implants=[(shared, "sum")], layer=0)
