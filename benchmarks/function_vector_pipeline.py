@@ -13,7 +13,12 @@ forward per head per prompt. It is timed on a subset of (head, prompt) pairs and
 extrapolated to all 270 x 25 (said so in the output); its values are compared with the
 engine's on that subset.
 
-    python benchmarks/function_vector_pipeline.py [--task antonym] [--ref-heads 3 --ref-prompts 4] [--roofline]
+    python benchmarks/function_vector_pipeline.py [--task antonym] [--ref-heads 3 --ref-prompts 4] [--roofline] [--no-bf16]
+
+The pipeline then runs again on the model loaded in bfloat16 (matmuls at twice the float32
+rate on this CPU), with how far its findings are from float32's, and the float32 vector is
+swept over every layer of the bfloat16 model on the fast and the plain path: the engine's
+own rounding apart from the bfloat16 model's. ``--no-bf16`` skips both.
 
 ``--roofline`` runs the pipeline a second time under ``torch.profiler`` to count its matrix
 multiplications' FLOPs, and prints how long those alone take at the matmul rate measured in
@@ -30,6 +35,7 @@ import argparse
 import os
 import resource
 import time
+import warnings
 
 import torch
 
@@ -106,12 +112,67 @@ def roofline(model, task: str, wall: float) -> None:
     )
 
 
+def run_pipeline(model, task: str):
+    """``function_vector`` then ``evaluate_implant``: the results and the two stages' wall times."""
+    t0 = time.perf_counter()
+    fv = il.function_vector(model, task)
+    t1 = time.perf_counter()
+    ev = il.evaluate_implant(model, task, fv)
+    return fv, ev, t1 - t0, time.perf_counter() - t1
+
+
+def compare_bfloat16(model32, task: str, fv32, ev32, wall32: float) -> None:
+    """The same pipeline on the model loaded in bfloat16 (the fast engine applies there too,
+    with the dtype's own tolerance), and how far its findings are from float32's; then the
+    float32 vector swept over every layer of the bfloat16 model on the fast and the plain
+    path, which separates the engine's rounding from the bfloat16 model's own."""
+    from scipy import stats
+
+    from icl_lens.patching.steering import layer_sweep
+
+    model = il.load_model("smollm2", dtype="bfloat16")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        t0 = time.perf_counter()
+        fv, ev, t_fv, t_eval = run_pipeline(model, task)
+        wall = time.perf_counter() - t0
+    fell_back = sum("disagrees" in str(w.message) for w in caught)
+    rho = stats.spearmanr(fv32.aie.flatten().numpy(), fv.aie.flatten().numpy()).statistic
+    shared = len(set(fv32.heads) & set(fv.heads))
+    layer_gap = (ev32.layer_test_accuracy - ev.layer_test_accuracy).abs().max()
+    gaps = (ev32.accuracy - ev.accuracy).abs()
+    worst = ev.conditions[int(gaps.argmax())]
+    flipped = int((ev32.correct != ev.correct).sum())
+    print(
+        f"bfloat16 pipeline ({task}): function_vector {t_fv:.1f} s + evaluate_implant {t_eval:.1f} s = {wall:.1f} s "
+        f"wall ({wall32 / wall:.2f}x float32's {wall32:.1f} s; target <= 35 s), {fv.sweep_method} engine"
+        f"{f', {fell_back} fallback warning(s)' if fell_back else ', no fallback'}; against float32: AIE "
+        f"Spearman {rho:.3f}, top-{len(fv.heads)} heads {shared} shared, per-layer test accuracy within "
+        f"{float(layer_gap):.0%}, condition accuracies within {float(gaps.max()):.0%} ({worst}; {flipped} of {ev.correct.numel()} "
+        f"(condition, query) outcomes differ), dev-chosen layer "
+        f"{ev.layer} (float32: {ev32.layer})"
+    )
+    test = split_task(il.load_task(task), fv32.config.split, fv32.config.split_seed)[2]
+    zero = il.build_prompts(model, test, 0, 50, 0, fv32.origin.template, kind="zero_shot")
+    n_layers = hooks.spec(model).n_layers
+    kw = dict(vectors=fv32.vector[None].expand(n_layers, -1), operation="add", layers=range(n_layers), batch_size=25)
+    fast = layer_sweep(model, zero, method="fast", **kw)
+    plain = layer_sweep(model, zero, method="plain", **kw)
+    exact = layer_sweep(model32, zero, **kw)
+    print(
+        f"bfloat16 engine vs bfloat16 plain path, the float32 vector at each of {n_layers} layers on {len(zero)} "
+        f"test queries: {int((fast != plain).sum())} of {fast.numel()} top-1 outcomes differ (the bfloat16 "
+        f"model against float32: {int((plain != exact).sum())})"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="antonym")
     parser.add_argument("--ref-heads", type=int, default=3, help="heads in the timed reference subset")
     parser.add_argument("--ref-prompts", type=int, default=4, help="prompts in the timed reference subset")
     parser.add_argument("--roofline", action="store_true", help="count the pipeline's matmul FLOPs (a second run)")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 run and its comparison")
     args = parser.parse_args()
     il.set_progress(False)
     load = os.getloadavg()
@@ -126,11 +187,7 @@ def main() -> None:
     reset = reset_peak()
 
     t0, c0 = time.perf_counter(), cpu_seconds()
-    fv = il.function_vector(model, args.task)
-    t_fv = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    ev = il.evaluate_implant(model, args.task, fv)
-    t_eval = time.perf_counter() - t1
+    fv, ev, t_fv, t_eval = run_pipeline(model, args.task)
     total = time.perf_counter() - t0
     cpu = cpu_seconds() - c0
     load_end = os.getloadavg()[0]
@@ -143,6 +200,8 @@ def main() -> None:
         f"{peak_rss_gb():.2f} GiB (target <= 1.5 GiB)"
     )
     print(f"  {ev.summary()}")
+    if not args.no_bf16:
+        compare_bfloat16(model, args.task, fv, ev, total)
     if args.roofline:
         roofline(model, args.task, total)
 

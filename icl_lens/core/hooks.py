@@ -204,6 +204,14 @@ def spec(model: HookedModel) -> ModelSpec:
     )
 
 
+def dtype_of(model: HookedModel) -> torch.dtype:
+    """Floating-point type of the model's weights (float32 when it has none)."""
+    try:
+        return next(model.parameters()).dtype
+    except (StopIteration, AttributeError):
+        return torch.float32
+
+
 def device_of(model: HookedModel) -> torch.device:
     """Device of the model's embedding (where input tokens must go)."""
     cfg_device = getattr(getattr(model, "cfg", None), "device", None)

@@ -37,24 +37,51 @@ from icl_lens.core.errors import FastPathMismatchError
 from icl_lens.core.hooks import HookedModel
 
 CONTROL_TOLERANCE = 1e-3
-"""Max |log-prob difference| allowed between an engine's control row and the real forward."""
+"""Max |log-prob difference| allowed between an engine's control row and the real forward
+of a float32 (or float64) model."""
+
+LOW_PRECISION_EPS = 128
+"""A float16 or bfloat16 model's tolerance, in machine epsilons of its dtype (see :func:`control_tolerance`)."""
+
+
+def control_tolerance(dtype: torch.dtype) -> float:
+    """The control row's tolerance for a model whose weights are ``dtype``.
+
+    float32: :data:`CONTROL_TOLERANCE`. In 16 bits the model's own forward is only as exact
+    as its rounding: on SmolLM2 the engine's control row and the bfloat16 forward differ by
+    up to 0.56 in log-probability over the vocabulary (float16: 0.064), about as much as that
+    forward differs from float32's (0.38 and 0.11 on the tokens of probability >= 1e-3). So
+    the bound there is :data:`LOW_PRECISION_EPS` machine epsilons, 1.0 for bfloat16 and
+    0.125 for float16: it still catches a mechanism the engine does not reproduce, not
+    rounding.
+    """
+    if not dtype.is_floating_point:
+        return CONTROL_TOLERANCE
+    return max(CONTROL_TOLERANCE, LOW_PRECISION_EPS * torch.finfo(dtype).eps)
 
 
 def check_control(
-    reference: Float[Tensor, "batch d_vocab"], control: Float[Tensor, "batch d_vocab"], *, engine: str = "fast engine"
+    reference: Float[Tensor, "batch d_vocab"],
+    control: Float[Tensor, "batch d_vocab"],
+    *,
+    dtype: torch.dtype = torch.float32,
+    engine: str = "fast engine",
 ) -> None:
     """Raise :class:`FastPathMismatchError` unless ``control`` reproduces ``reference``.
 
     Both are logits at the answer positions: ``reference`` from the model's own forward,
-    ``control`` from the engine's unpatched row.
+    ``control`` from the engine's unpatched row; ``dtype`` is the model's, which sets the
+    tolerance (:func:`control_tolerance`).
     """
     a = torch.log_softmax(control.float(), -1)
     b = torch.log_softmax(reference.float().to(a.device), -1)
     err = float((a - b).abs().max())
-    if not err <= CONTROL_TOLERANCE:  # NaN fails too
+    tolerance = control_tolerance(dtype)
+    if not err <= tolerance:  # NaN fails too
         raise FastPathMismatchError(
             f"the {engine} does not reproduce this model's forward pass: its unpatched control row differs "
-            f"by {err:.2e} in log-probability (tolerance {CONTROL_TOLERANCE:g}). Use method='plain' (or "
+            f"by {err:.2e} in log-probability (tolerance {tolerance:g} for {str(dtype).removeprefix('torch.')}). "
+            "Use method='plain' (or "
             "'auto', which falls back per chunk); see docs/errors/FastPathMismatchError.md.",
             difference=err,
         )
@@ -110,6 +137,7 @@ class BlockEngine:
         self.model = model
         self.family = family
         self.spec = hooks.spec(model)
+        self.dtype = hooks.dtype_of(model)
         self.blocks = list(model.blocks)
 
     def last_logits(

@@ -381,5 +381,5 @@ def patched_logits(
     """:meth:`PositionEngine.run`, after the engine's unpatched control rows are checked
     against the real forward (:class:`~icl_lens.core.errors.FastPathMismatchError` if one disagrees)."""
     for control in engine.control_logits(state):
-        check_control(state.logits, control, engine="fast position engine")
+        check_control(state.logits, control, dtype=engine.dtype, engine="fast position engine")
     yield from engine.run(state, patches, show_progress=show_progress)

@@ -14,9 +14,10 @@ prompts under one policy, ``method``:
 The control row is an unpatched copy of the answer position that the engine recomputes
 from block 0 in the same pass as the patched variants. Its log-probabilities must match
 the model's real forward (which the engine ran to cache the prefix) to within
-:data:`CONTROL_TOLERANCE`. It catches what the engine cannot see: a PyTorch hook on one
-of the model's modules, an architecture detail the family check missed, rounding in low
-precision.
+:data:`CONTROL_TOLERANCE`, or, for a float16 or bfloat16 model, within that dtype's
+rounding (:func:`~icl_lens.patching.engine.control_tolerance`). It catches what the engine
+cannot see: a PyTorch hook on one of the model's modules, an architecture detail the
+family check missed.
 
 The engine is a parameter of :class:`ChunkRunner`: the last-position engine
 (:mod:`icl_lens.patching.engine`) for patches that start at a block boundary of the answer
@@ -194,7 +195,7 @@ def patched_answer_logits(
         for where, logits in engine.run(state, variants):
             rows = torch.arange(lo + where.start, lo + where.stop)
             if not checked:
-                check_control(state.logits, logits[:, 0])
+                check_control(state.logits, logits[:, 0], dtype=engine.dtype)
                 checked = True
                 rows, logits = rows[1:], logits[:, 1:]
             if len(rows):
@@ -209,5 +210,5 @@ def answer_gradients(
     Returns ``(metric values, z, grad of z, residual, grad of the residual)``.
     """
     values, logits, z, grad_z, resid, grad_resid = engine.gradients(state, metric)
-    check_control(state.logits, logits, engine="fast gradient engine")
+    check_control(state.logits, logits, dtype=engine.dtype, engine="fast gradient engine")
     return values, z, grad_z, resid, grad_resid
