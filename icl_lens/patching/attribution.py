@@ -186,6 +186,8 @@ def _chunk(
     def fast(engine: LastPositionEngine) -> tuple[Tensor, Tensor]:
         state = engine.prefix_state(sub.tokens, sub.attention_mask, sub.last_pos)
         out, z, grad_z, resid, grad_resid = answer_gradients(engine, state, lambda lg: metric(lg, sub).float())
+        # a 16-bit model's activations and gradients: the products are summed in float32, as on the plain path
+        z, grad_z, resid, grad_resid = z.float(), grad_z.float(), resid.float(), grad_resid.float()
         if inputs.per_head:
             return out, _estimate(values, z, grad_z, "last")
         # residual l enters block l, so block l's resid_post is residual l + 1

@@ -13,7 +13,7 @@ import torch
 import icl_lens as il
 from icl_lens.core import hooks
 from icl_lens.core.errors import FastPathMismatchError
-from icl_lens.patching import head_sweep, resid_sweep
+from icl_lens.patching import attribution_head_sweep, attribution_resid_sweep, head_sweep, resid_sweep
 from icl_lens.patching.engine import CONTROL_TOLERANCE, control_tolerance
 from icl_lens.patching.steering import layer_sweep, resid_at_answer
 
@@ -48,12 +48,16 @@ def test_sixteen_bit_models_keep_the_fast_path(half):
         (head_sweep, dict(positions="last")),
         (head_sweep, dict(positions="each")),
         (resid_sweep, dict(hook="resid_pre", positions="each")),
+        # the fast gradient engine: 16-bit activations and gradients, products summed in float32
+        (attribution_head_sweep, dict()),
+        (attribution_resid_sweep, dict(hook="resid_pre")),
     ):
         with warnings.catch_warnings():
             warnings.simplefilter("error", RuntimeWarning)  # a fallback would warn
             fast = sweep(half, shuffled, clean, metric="logprob", method="fast", **args)
         plain = sweep(half, shuffled, clean, metric="logprob", method="plain", **args)
-        assert (fast.method, plain.method) == ("fast", "plain")
+        assert (fast.method, plain.method) == ("fast", "plain") or fast.method == plain.method == "attribution"
+        assert fast.patched.dtype == torch.float32
         gap = float((fast.patched - plain.patched).nan_to_num(0.0).abs().max())
         effect = float((plain.patched - plain.baseline).nan_to_num(0.0).abs().max())
         assert gap <= control_tolerance(hooks.dtype_of(half)) / 4, (sweep.__name__, args, gap)
