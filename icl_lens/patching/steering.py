@@ -63,13 +63,57 @@ def layer_sweep(
     ``i`` of the result is layer ``layers[i]``. On the fast engine each prompt runs once: the
     answer position's residual after block ``L`` comes from that run.
     """
+    correct, _ = _sweep(model, batch, vectors, operation, layers, None, scale, batch_size, method, show_progress)
+    return correct
+
+
+def layer_sweep_and_logprobs(
+    model: HookedModel,
+    batch: PromptBatch,
+    *,
+    vectors: Float[Tensor, "*batch n_layers d_model"],
+    operation: Operation,
+    layers: Sequence[int],
+    at: int,
+    scale: float = 1.0,
+    batch_size: int | None = None,
+    method: Method = "auto",
+    show_progress: bool | None = False,
+) -> tuple[Bool[Tensor, "layers batch"], Float[Tensor, "batch d_vocab"], Float[Tensor, "batch d_vocab"]]:
+    """:func:`layer_sweep`, and the next-token log-probabilities without a vector and with
+    ``vectors[at]`` put in after block ``at``, from the same pass over the prompts (``at``
+    need not be one of ``layers``): what :func:`baseline_and_implanted_logprobs` gives, without
+    running the prompts again."""
+    correct, kept = _sweep(model, batch, vectors, operation, layers, at, scale, batch_size, method, show_progress)
+    assert kept is not None
+    return correct, kept[0], kept[1]
+
+
+def _sweep(
+    model: HookedModel,
+    batch: PromptBatch,
+    vectors: Tensor,
+    operation: Operation,
+    layers: Sequence[int],
+    at: int | None,
+    scale: float,
+    batch_size: int | None,
+    method: Method,
+    show_progress: bool | None,
+) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+    """The layer sweep's top-1 correctness, and (``at`` given) the baseline and layer ``at``'s log-probabilities."""
     check_choice(operation, Operation, "operation")
     n_layers = hooks.spec(model).n_layers
     layer_list = [int(l) for l in layers]
-    if any(not 0 <= l < n_layers for l in layer_list):
+    if any(not 0 <= l < n_layers for l in [*layer_list, *([] if at is None else [at])]):
         raise ConfigError(f"layers must be in [0, {n_layers})")
+    # Layer `at` rides along with the sweep: the last row when it is not one of `layers`.
+    run_layers = layer_list if at is None or at in layer_list else [*layer_list, at]
+    keep = None if at is None else run_layers.index(at)
     runner: ChunkRunner[LastPositionEngine] = ChunkRunner(model, method)
     out = torch.zeros(len(layer_list), len(batch), dtype=torch.bool)
+    base: list[Tensor] = []
+    implanted: list[Tensor] = []
     v = vectors.float()
     per_prompt = v.dim() == 3
     if per_prompt and v.shape[0] != len(batch):
@@ -80,33 +124,44 @@ def layer_sweep(
         start += len(sub)
         sub_v = v[rows] if per_prompt else v[None]  # [batch or 1, n_layers, d_model]
 
-        def fast(engine: LastPositionEngine, sub: PromptBatch = sub, sub_v: Tensor = sub_v) -> Tensor:
+        def fast(engine: LastPositionEngine, sub: PromptBatch = sub, sub_v: Tensor = sub_v) -> tuple[Tensor, ...]:
             with torch.no_grad():
                 state = engine.prefix_state(sub.tokens, sub.attention_mask, sub.last_pos)
-                after = state.resid_pre[:, [l + 1 for l in layer_list]]  # the residual after block l
-                put = _put(after, sub_v[:, layer_list].to(after), operation, scale)
+                after = state.resid_pre[:, [l + 1 for l in run_layers]]  # the residual after block l
+                changed = _put(after, sub_v[:, run_layers].to(after), operation, scale)
                 patches = Patches(
-                    start=torch.tensor([l + 1 for l in layer_list]),
-                    head=torch.full((len(layer_list),), -1),
-                    init=put,
+                    start=torch.tensor([l + 1 for l in run_layers]),
+                    head=torch.full((len(run_layers),), -1),
+                    init=changed,
                 )
                 # Only the top token is needed: keep each chunk's argmax, not [batch, layers, d_vocab] logits.
-                top = torch.full((len(sub), len(layer_list)), -1, dtype=torch.long)
+                top = torch.full((len(sub), len(run_layers)), -1, dtype=torch.long)
+                kept = []
                 for index, lg in patched_answer_logits(engine, state, patches):
                     top[:, index] = lg.argmax(-1).cpu()
-            return (top == sub.answer_ids[:, None]).T
+                    if keep is not None and keep in index.tolist():
+                        kept.append(torch.log_softmax(lg[:, index.tolist().index(keep)].float(), -1).cpu())
+            correct = (top[:, : len(layer_list)] == sub.answer_ids[:, None]).T
+            if keep is None:
+                return (correct,)
+            return correct, torch.log_softmax(state.logits.float(), -1).cpu(), kept[0]
 
-        def plain(sub: PromptBatch = sub, sub_v: Tensor = sub_v) -> Tensor:
-            per_layer = [sub_v[:, l] if per_prompt else sub_v[0, l] for l in layer_list]
-            return torch.stack(
-                [
-                    _implanted(model, sub, x, l, operation, scale).argmax(-1) == sub.answer_ids
-                    for x, l in zip(per_layer, layer_list)
-                ]
-            )
+        def plain(sub: PromptBatch = sub, sub_v: Tensor = sub_v) -> tuple[Tensor, ...]:
+            logprobs = [
+                _implanted(model, sub, sub_v[:, l] if per_prompt else sub_v[0, l], l, operation, scale)
+                for l in run_layers
+            ]
+            correct = torch.stack([lp.argmax(-1) == sub.answer_ids for lp in logprobs[: len(layer_list)]])
+            if keep is None:
+                return (correct,)
+            return correct, next_token_logprobs(model, sub, batch_size=None), logprobs[keep]
 
-        out[:, rows] = runner.run(fast, plain)
-    return out
+        got = runner.run(fast, plain)
+        out[:, rows] = got[0]
+        if keep is not None:
+            base.append(got[1])
+            implanted.append(got[2])
+    return out, (None if keep is None else (torch.cat(base), torch.cat(implanted)))
 
 
 def _put(resid: Tensor, vectors: Tensor, operation: str, scale: float) -> Tensor:

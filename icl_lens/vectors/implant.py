@@ -43,7 +43,12 @@ from icl_lens.core.progress import progress
 from icl_lens.core.results import Config
 from icl_lens.patching.metrics import top1_correct
 from icl_lens.patching.options import Method
-from icl_lens.patching.steering import baseline_and_implanted_logprobs, implanted_logprobs, layer_sweep
+from icl_lens.patching.steering import (
+    baseline_and_implanted_logprobs,
+    implanted_logprobs,
+    layer_sweep,
+    layer_sweep_and_logprobs,
+)
 from icl_lens.prompting.evaluation import next_token_logprobs
 from icl_lens.prompting.prompts import PromptBatch, build_prompts
 from icl_lens.prompting.sampling import PromptKind
@@ -280,7 +285,6 @@ def _measure_fold(
         show_progress=False,
     )
     dev_correct = layer_sweep(model, dev_zs, **sweep)
-    test_correct = layer_sweep(model, test_zs, **sweep)
     if isinstance(cfg.layer, int) and not isinstance(cfg.layer, bool):
         layer, choice = int(cfg.layer), "given"
         if not 0 <= layer < s.n_layers:
@@ -290,8 +294,12 @@ def _measure_fold(
     else:
         layer, choice = _choose_on_dev(model, dev_zs, dev_correct, layers, vectors, operation, cfg), "best on dev"
 
-    # accuracy and distributions at the chosen layer
-    put = dict(
+    # accuracy and distributions at the chosen layer; the zero-shot pair comes from the test sweep's pass
+    lp: dict[str, Tensor] = {"icl": next_token_logprobs(model, test_icl, batch_size=cfg.batch_size)}
+    test_correct, lp["zero_shot"], lp["zero_shot+vector"] = layer_sweep_and_logprobs(model, test_zs, at=layer, **sweep)
+    lp["shuffled"], lp["shuffled+vector"] = baseline_and_implanted_logprobs(
+        model,
+        test_shuf,
         vector=vectors[layer],
         layer=layer,
         operation=operation,
@@ -299,9 +307,6 @@ def _measure_fold(
         batch_size=cfg.batch_size,
         method=cfg.method,
     )
-    lp: dict[str, Tensor] = {"icl": next_token_logprobs(model, test_icl, batch_size=cfg.batch_size)}
-    lp["zero_shot"], lp["zero_shot+vector"] = baseline_and_implanted_logprobs(model, test_zs, **put)
-    lp["shuffled"], lp["shuffled+vector"] = baseline_and_implanted_logprobs(model, test_shuf, **put)
     answers = test_zs.answer_ids
     icl_top = lp["icl"].argmax(-1)
     return _FoldMeasures(

@@ -13,6 +13,7 @@ from icl_lens.patching.steering import (
     baseline_and_implants_logprobs,
     implanted_logprobs,
     layer_sweep,
+    layer_sweep_and_logprobs,
 )
 
 TASK = il.Task(
@@ -101,3 +102,30 @@ def test_several_implants_share_one_pass_and_match_one_at_a_time(tiny_rotary_gqa
         assert float((puts[0] - puts[1]).abs().max()) > 1e-2  # two different implants
     with pytest.raises(ConfigError, match="operation must be one of"):
         baseline_and_implants_logprobs(model, batch, implants=[(shared, "sum")], layer=0)
+
+
+@pytest.mark.parametrize("method", ["fast", "plain"])
+@pytest.mark.parametrize("operation", ["add", "replace"])
+def test_the_sweeps_pass_also_gives_one_layers_distributions(tiny_rotary_gqa, method, operation):
+    """The implant evaluation reads the zero-shot pair from the test sweep's own pass: the
+    baseline and one layer's log-probabilities, per prompt as a hand-written hook gives them,
+    for a layer in the sweep and one outside it, with one vector per prompt."""
+    model = tiny_rotary_gqa
+    batch = il.build_prompts(model, TASK, n_shots=1, n_prompts=5, seed=3, template="hendel")
+    n_layers, d_model = hooks.spec(model).n_layers, hooks.spec(model).d_model
+    vectors = torch.randn(len(batch), n_layers, d_model, generator=torch.Generator().manual_seed(0))
+    kw = dict(vectors=vectors, operation=operation, scale=2.0, batch_size=2, method=method)
+    for layers, at in (([0, 1, 2], 1), ([0, 2], 1)):
+        correct, base, put = layer_sweep_and_logprobs(model, batch, layers=layers, at=at, **kw)
+        assert torch.equal(correct, layer_sweep(model, batch, layers=layers, **kw))
+        assert correct.shape == (len(layers), len(batch))
+        for i in range(len(batch)):
+            torch.testing.assert_close(
+                base[i], by_hand(model, batch, vectors[:, at], None, operation, 2.0, i), atol=1e-5, rtol=0
+            )
+            torch.testing.assert_close(
+                put[i], by_hand(model, batch, vectors[:, at], at, operation, 2.0, i), atol=1e-5, rtol=0
+            )
+        assert float((put - base).abs().max()) > 1e-2  # the vector matters
+    with pytest.raises(ConfigError, match="layers must be in"):
+        layer_sweep_and_logprobs(model, batch, layers=[0], at=n_layers, **kw)
