@@ -37,7 +37,7 @@ from icl_lens.core.results import Config
 from icl_lens.patching.activations import activations_and_logits
 from icl_lens.patching.metrics import top1_correct
 from icl_lens.patching.options import Method
-from icl_lens.patching.steering import layer_sweep, resid_at_answer
+from icl_lens.patching.steering import layer_sweep, layer_sweep_and_logprobs, resid_at_answer
 from icl_lens.prompting.evaluation import next_token_logprobs
 from icl_lens.prompting.prompts import build_prompts
 from icl_lens.prompting.tasks import Task, load_task
@@ -168,9 +168,12 @@ def _fold_task_vector(
     )
     sweep_args = dict(vectors=vectors, operation="replace", layers=layers, batch_size=cfg.batch_size, method=cfg.method)
     dev_correct = layer_sweep(model, dev_zs, show_progress=show_progress, **sweep_args)
-    test_correct = layer_sweep(model, test_zs, show_progress=show_progress, **sweep_args)
     dev_acc = dev_correct.float().mean(-1)
     best = layers[int(torch.argmax(dev_acc))]  # argmax returns the first maximum: ties go to the earliest layer
+    # the test sweep's pass also gives the zero-shot baseline
+    test_correct, zs_logprobs, _ = layer_sweep_and_logprobs(
+        model, test_zs, at=best, show_progress=show_progress, **sweep_args
+    )
 
     ceiling = None
     if cfg.ceiling:
@@ -183,7 +186,7 @@ def _fold_task_vector(
         ceiling = layer_sweep(model, test_zs, show_progress=show_progress, **{**sweep_args, "vectors": own.float()})
     else:
         icl_logits = next_token_logprobs(model, test_icl, batch_size=cfg.batch_size)
-    zs_correct = top1_correct(next_token_logprobs(model, test_zs, batch_size=cfg.batch_size), test_zs)
+    zs_correct = top1_correct(zs_logprobs, test_zs)
     icl_correct = top1_correct(icl_logits, test_icl)  # argmax: logits or log-probs alike
     return TaskVectorResult(
         origin=fold.origin,
