@@ -57,6 +57,17 @@ def tiny_rotary_gqa():
     )
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module: toy models are too small to gain from threads, and on
+    a shared CPU extra threads only spin. Modules ask for it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def word_task():
     """A small planted task (letters -> next letter) for tiny-model tests."""

@@ -19,14 +19,7 @@ import icl_lens as il
 from icl_lens.induction.phase import crossing_step, principal_components, steepest_drop_step
 from icl_lens.induction.toy import toy_batch
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Toy models are too small to gain from threads; on a shared CPU extra threads only spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = il.ToyConfig(d_model=32, d_head=8, d_vocab=16, seq_len=16, batch_size=4, n_steps=12, checkpoint_every=4)
