@@ -186,8 +186,6 @@ def _chunk(
     def fast(engine: LastPositionEngine) -> tuple[Tensor, Tensor]:
         state = engine.prefix_state(sub.tokens, sub.attention_mask, sub.last_pos)
         out, z, grad_z, resid, grad_resid = answer_gradients(engine, state, lambda lg: metric(lg, sub).float())
-        # a 16-bit model's activations and gradients: the products are summed in float32, as on the plain path
-        z, grad_z, resid, grad_resid = z.float(), grad_z.float(), resid.float(), grad_resid.float()
         if inputs.per_head:
             return out, _estimate(values, z, grad_z, "last")
         # residual l enters block l, so block l's resid_post is residual l + 1
@@ -196,7 +194,7 @@ def _chunk(
 
     def plain() -> tuple[Tensor, Tensor]:
         out, acts, grads = _full_gradients(model, sub, metric, names)
-        act, grad = torch.stack(acts, dim=2).float(), torch.stack(grads, dim=2).float()  # [batch, pos, layer, ...]
+        act, grad = torch.stack(acts, dim=2), torch.stack(grads, dim=2)  # [batch, pos, layer, ...]
         if inputs.positions == "last":
             act, grad = hooks.gather_positions(act, sub.last_pos), hooks.gather_positions(grad, sub.last_pos)
         return out, _estimate(values, act, grad, inputs.positions)
@@ -209,8 +207,10 @@ def _estimate(source: Tensor, act: Tensor, grad: Tensor, positions: str) -> Tens
 
     ``act`` and ``grad`` are ``[batch, layer, ...]`` (``positions="last"``) or ``[batch,
     pos, layer, ...]``; the estimate is ``[layer, ..., batch]``, with a ``pos`` axis before
-    the batch for ``"each"`` and summed over columns for ``"all"``.
+    the batch for ``"each"`` and summed over columns for ``"all"``. The products are summed in
+    float32 whatever the model's dtype.
     """
+    act, grad = act.float(), grad.float()
     per_cell = ((source.to(act) - act) * grad).sum(-1)
     if positions == "all":
         per_cell = per_cell.sum(1)
