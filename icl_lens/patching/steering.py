@@ -24,7 +24,7 @@ from icl_lens.core.hooks import HookedModel
 from icl_lens.core.options import check_choice
 from icl_lens.core.progress import progress
 from icl_lens.patching.activations import resid_activations
-from icl_lens.patching.engine import LastPositionEngine
+from icl_lens.patching.engine import LastPositionEngine, PrefixState
 from icl_lens.patching.interventions import PositionSelector, add_to_resid, replace_resid
 from icl_lens.patching.options import Method, Operation
 from icl_lens.patching.runner import ChunkRunner, Patches, patched_answer_logits
@@ -125,22 +125,15 @@ def _sweep(
         sub_v = v[rows] if per_prompt else v[None]  # [batch or 1, n_layers, d_model]
 
         def fast(engine: LastPositionEngine, sub: PromptBatch = sub, sub_v: Tensor = sub_v) -> tuple[Tensor, ...]:
-            with torch.no_grad():
-                state = engine.prefix_state(sub.tokens, sub.attention_mask, sub.last_pos)
-                after = state.resid_pre[:, [l + 1 for l in run_layers]]  # the residual after block l
-                changed = _put(after, sub_v[:, run_layers].to(after), operation, scale)
-                patches = Patches(
-                    start=torch.tensor([l + 1 for l in run_layers]),
-                    head=torch.full((len(run_layers),), -1),
-                    init=changed,
-                )
-                # Only the top token is needed: keep each chunk's argmax, not [batch, layers, d_vocab] logits.
-                top = torch.full((len(sub), len(run_layers)), -1, dtype=torch.long)
-                kept = []
-                for index, lg in patched_answer_logits(engine, state, patches):
-                    top[:, index] = lg.argmax(-1).cpu()
-                    if keep is not None and keep in index.tolist():
-                        kept.append(torch.log_softmax(lg[:, index.tolist().index(keep)].float(), -1).cpu())
+            puts = [(l, sub_v[:, l], operation) for l in run_layers]
+            # Only the top token is needed: keep each piece's argmax, not [batch, layers, d_vocab] logits.
+            top = torch.full((len(sub), len(run_layers)), -1, dtype=torch.long)
+            kept = []
+            state, pieces = _implanted_rows(engine, sub, puts, scale)
+            for index, lg in pieces:
+                top[:, index] = lg.argmax(-1).cpu()
+                if keep is not None:
+                    kept += [torch.log_softmax(lg[:, i].float(), -1).cpu() for i in (index == keep).nonzero().flatten()]
             correct = (top[:, : len(layer_list)] == sub.answer_ids[:, None]).T
             if keep is None:
                 return (correct,)
@@ -164,9 +157,29 @@ def _sweep(
     return out, (None if keep is None else (torch.cat(base), torch.cat(implanted)))
 
 
-def _put(resid: Tensor, vectors: Tensor, operation: str, scale: float) -> Tensor:
-    """The residual after putting ``vectors`` in: ``resid + scale * v`` or ``v``."""
-    return vectors.expand_as(resid) if operation == "replace" else resid + scale * vectors
+def _put(resid: Tensor, vector: Tensor, operation: str, scale: float) -> Tensor:
+    """The residual after putting ``vector`` in: ``resid + scale * v`` or ``v``."""
+    return vector.expand_as(resid) if operation == "replace" else resid + scale * vector
+
+
+def _implanted_rows(
+    engine: LastPositionEngine, sub: PromptBatch, rows: Sequence[tuple[int, Tensor, str]], scale: float
+) -> tuple[PrefixState, Iterator[tuple[Tensor, Tensor]]]:
+    """One pass over the prompts, then the answer position again for each ``(layer, vector,
+    operation)`` row, with the vector put in after block ``layer``: the prefix state (its
+    ``logits`` are the baseline) and the rows' logits, piece by piece as the runner yields them."""
+    with torch.no_grad():
+        state = engine.prefix_state(sub.tokens, sub.attention_mask, sub.last_pos)
+        changed = []
+        for layer, vector, operation in rows:
+            resid = state.resid_pre[:, layer + 1]  # the residual after block `layer`, answer position
+            changed.append(_put(resid, vector.to(resid), operation, scale))
+        patches = Patches(
+            start=torch.tensor([layer + 1 for layer, _, _ in rows]),
+            head=torch.full((len(rows),), -1),
+            init=torch.stack(changed, dim=1),
+        )
+    return state, patched_answer_logits(engine, state, patches)
 
 
 def implant(
@@ -292,14 +305,10 @@ def _implants(
     """Baseline and implanted log-probabilities of one chunk, on the path the runner picks."""
 
     def fast(engine: LastPositionEngine) -> tuple[Tensor, list[Tensor]]:
+        state, pieces = _implanted_rows(engine, sub, [(layer, v, op) for v, op in implants], scale)
         with torch.no_grad():
-            state = engine.prefix_state(sub.tokens, sub.attention_mask, sub.last_pos)
-            resid = state.resid_pre[:, layer + 1]  # the residual after block `layer`, answer position
-            changed = torch.stack([_put(resid, v.to(resid), op, scale) for v, op in implants], dim=1)
-            k = len(implants)
-            patches = Patches(start=torch.full((k,), layer + 1), head=torch.full((k,), -1), init=changed)
-            logits = torch.cat([lg for _, lg in patched_answer_logits(engine, state, patches)], dim=1)
-        put = [torch.log_softmax(logits[:, i].float(), -1).cpu() for i in range(k)]
+            logits = torch.cat([lg for _, lg in pieces], dim=1)  # every row starts at one block: in order
+        put = [torch.log_softmax(logits[:, i].float(), -1).cpu() for i in range(len(implants))]
         return torch.log_softmax(state.logits.float(), -1).cpu(), put
 
     def plain() -> tuple[Tensor, list[Tensor]]:
